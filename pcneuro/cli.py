@@ -1,0 +1,187 @@
+"""The ``run_paradigm.py`` / ``run-paradigm`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+EPILOG = """\
+examples:
+  run_paradigm.py --list                                   registered paradigms with tags
+  run_paradigm.py fear_conditioning --info                 hyperparameters, grid and presets
+  run_paradigm.py fear_conditioning --rule pc              simulate the default grid under PC
+  run_paradigm.py fear_conditioning --preset quick         a small, fast version
+  run_paradigm.py fear_conditioning --set lr_mix_N=1.0 --grid init_sd=0.5,0.1,0.01
+  mpiexec -n 2 run_paradigm.py fear_conditioning           runs dealt over two MPI ranks
+
+Results are written as NetCDF4 to results/<paradigm>/<run-id>.nc (or --out) with dims rule, seed,
+one per grid axis, then the paradigm's own; open them with xarray.open_dataset.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_paradigm.py",
+        description="Simulate a learning paradigm under predictive coding (pc) and backprop (bp) for many "
+                    "seeds and hyperparameter settings at once, and save the results as NetCDF.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", help="registered paradigm name (see --list)")
+    p.add_argument("--list", action="store_true", help="list registered paradigms and exit")
+    p.add_argument("--tag", help="with --list: only paradigms carrying this tag")
+    p.add_argument("--info", action="store_true", help="describe the paradigm's hyperparameters, grid and presets")
+    p.add_argument("--rule", default="all", help="pc, bp, another rule the paradigm offers, or all (default)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="number of seeds, 0..N-1 (default: the preset's or the paradigm's)")
+    p.add_argument("--preset", default=None, help="named scale, e.g. quick (CPU, tests) or paper (published scale)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a hyperparameter (a grid axis collapses to that value); repeatable")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="make a hyperparameter a grid axis; repeatable")
+    p.add_argument("--device", default="auto", help="auto (default: a GPU if present), cpu, cuda or cuda:I")
+    p.add_argument("--out", default=None, metavar="PATH", help="output file (default results/<paradigm>/<run-id>.nc)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    return p
+
+
+def _pairs(items: Sequence[str], flag: str) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} {item!r} is not KEY=VALUE")
+        if key.strip() in out:
+            raise ValueError(f"{flag} gives {key.strip()!r} twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def list_text(tag: Optional[str]) -> str:
+    from .registry import list_paradigms, paradigm_class
+
+    names = list_paradigms(tag)
+    if not names:
+        return f"no paradigms{' tagged ' + repr(tag) if tag else ''}"
+    width = max(len(n) for n in names)
+    lines = []
+    for name in names:
+        cls = paradigm_class(name)
+        lines.append(f"{name:<{width}}  [{', '.join(cls.tags)}]  {cls.title}")
+    return "\n".join(lines)
+
+
+def info_text(name: str) -> str:
+    from .registry import paradigm_class
+
+    cls = paradigm_class(name)
+    lines = [f"{cls.name}: {cls.title}", f"  citation: {cls.citation}", f"  rules: {', '.join(cls.rules)}",
+             f"  default seeds: {cls.default_seeds}", "  hyperparameters (default; * = default grid axis):"]
+    for key, h in cls.hyperparameters.items():
+        star = "*" if key in cls.grid else " "
+        extra = f"  grid {list(cls.grid[key])}" if key in cls.grid else ""
+        lines.append(f"   {star} {key} = {h.default!r} ({h.type.__name__}): {h.doc}{extra}")
+    lines.append("  presets:")
+    for key, preset in cls.presets.items():
+        lines.append(f"    {key}: {preset.doc}")
+    lines.append(f"  measures: {', '.join(f'{m} {tuple(v.dims)}' for m, v in cls.measures.items())}")
+    return "\n".join(lines)
+
+
+def summary_text(ds) -> str:
+    """The paradigm's main measure per rule and condition: seed mean (± SEM), summarised over the grid."""
+    from .registry import paradigm_class
+
+    cls = paradigm_class(ds.attrs["paradigm"])
+    da = ds[cls.main_measure].isel(cls.summary_isel)
+    grid_dims = _grid_dims(ds)
+    seed_mean = da.mean("seed")
+    n_seeds = da.sizes["seed"]
+    cond_dims = [d for d in da.dims if d not in ("rule", "seed", *grid_dims)]
+    stacked = seed_mean.stack(_cond=cond_dims) if cond_dims else seed_mean.expand_dims(_cond=[cls.main_measure])
+    labels = [", ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in stacked["_cond"].values]
+    n_points = int(np.prod([ds.sizes[d] for d in grid_dims])) if grid_dims else 1
+    where = ", ".join(f"{k}={v}" for k, v in cls.summary_isel.items())
+    head = f"{cls.main_measure}" + (f" at {where}" if where else "")
+    if n_points == 1:
+        sem = (da.std("seed", ddof=1) / np.sqrt(n_seeds)) if n_seeds > 1 else None
+        sem = sem.stack(_cond=cond_dims) if (sem is not None and cond_dims) else sem
+        title = f"{head}: mean ± SEM over {n_seeds} seed(s)"
+    else:
+        title = f"{head}: seed mean ({n_seeds} seeds), averaged over {n_points} grid points [min .. max]"
+    cells: List[List[str]] = []
+    for rule in stacked["rule"].values:
+        row = [str(rule)]
+        r = stacked.sel(rule=rule)
+        for j in range(len(labels)):
+            v = r.isel(_cond=j)
+            if n_points == 1:
+                m = float(v.squeeze())
+                s = float(sem.sel(rule=rule).isel(_cond=j).squeeze()) if sem is not None else float("nan")
+                row.append(f"{m:.4g} ± {s:.2g}" if sem is not None else f"{m:.4g}")
+            else:
+                vals = v.values.ravel()
+                row.append(f"{np.nanmean(vals):.4g} [{np.nanmin(vals):.3g} .. {np.nanmax(vals):.3g}]")
+        cells.append(row)
+    header = ["rule", *labels]
+    widths = [max(len(header[i]), *(len(r[i]) for r in cells)) for i in range(len(header))]
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    return "\n".join([title, fmt(header), *(fmt(r) for r in cells)])
+
+
+def _grid_dims(ds) -> List[str]:
+    return list(json.loads(ds.attrs["config"])["grid"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .distributed import world
+
+    comm = world()
+    say_error = comm.is_root
+
+    def fail(message: str) -> int:
+        if say_error:
+            sys.stderr.write(f"run_paradigm.py: error: {message}\n")
+        return 2
+
+    try:
+        if args.list:
+            if comm.is_root:
+                print(list_text(args.tag))
+            return 0
+        if not args.name:
+            return fail("give a paradigm name, or --list to see them")
+        if args.info:
+            if comm.is_root:
+                print(info_text(args.name))
+            return 0
+        if args.seeds is not None and args.seeds < 1:
+            return fail(f"--seeds {args.seeds}: need at least 1 seed")
+        settings = _pairs(args.settings, "--set")
+        grid = {k: [v.strip() for v in vals.split(",")] for k, vals in _pairs(args.grid, "--grid").items()}
+        from .runner import run
+
+        ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
+                 device=args.device, out=args.out, quiet=args.quiet,
+                 command=" ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])]),
+                 comm=comm)
+    except (ValueError, LookupError, TypeError) as exc:
+        return fail(str(exc))
+    if ds is None:  # not rank 0
+        return 0
+    if not args.quiet:
+        print(summary_text(ds))
+    n_runs = ds.sizes["rule"] * ds.sizes["seed"] * int(np.prod([ds.sizes[d] for d in _grid_dims(ds)]))
+    print(f"wrote {ds.encoding['source']} ({n_runs} runs, {ds.attrs['elapsed_seconds']:.1f} s, "
+          f"{ds.attrs['device']}, {ds.attrs['mpi_size']} rank(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The paradigm plugin interface: an environment plus a protocol, declared as data.
+
+A paradigm subclasses :class:`Paradigm`, declares its metadata, hyperparameters, default grid,
+presets, measures and (optionally) the recorded data it is fitted to, and implements
+:meth:`Paradigm.simulate` for a batch of runs of one rule. Register it with
+``@pcneuro.register`` (built-ins live in ``paradigms/``; other packages use the entry-point group
+``pcneuro.paradigms``). Nothing else in pcneuro changes for a new paradigm.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter: its default, type, allowed range and meaning.
+
+    ``structural``: changing it changes tensor shapes or the protocol's structure, so runs that
+    differ in it are simulated in separate engine programs (they cannot share a run axis).
+    """
+
+    default: Any
+    doc: str
+    type: type = float
+    min: Optional[float] = None
+    max: Optional[float] = None
+    choices: Optional[Tuple[Any, ...]] = None
+    structural: bool = False
+    units: str = ""
+
+    def parse(self, name: str, value: Any) -> Any:
+        """Convert (from a string if need be) and validate; raise ValueError naming the bad value."""
+        v = value
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                if self.type is bool:
+                    low = text.lower()
+                    if low not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    v = low in ("true", "1", "yes")
+                elif self.type is int:
+                    v = int(text)
+                elif self.type is float:
+                    v = float(text)
+                else:
+                    v = text
+            except ValueError:
+                raise ValueError(f"{name}={value!r} is not a valid {self.type.__name__}") from None
+        else:
+            if self.type is float and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                v = float(v)
+            elif self.type is int and isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                v = int(v)
+            elif not isinstance(v, self.type):
+                raise ValueError(f"{name}={value!r} is not a valid {self.type.__name__}")
+        if self.type is float and not np.isfinite(v):
+            raise ValueError(f"{name}={value!r} must be finite")
+        if self.min is not None and v < self.min:
+            raise ValueError(f"{name}={value!r} is below the minimum {self.min}")
+        if self.max is not None and v > self.max:
+            raise ValueError(f"{name}={value!r} is above the maximum {self.max}")
+        if self.choices is not None and v not in self.choices:
+            raise ValueError(f"{name}={value!r} is not one of {', '.join(map(str, self.choices))}")
+        return v
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A recorded quantity: its paradigm dims (after the run axis), meaning and units."""
+
+    dims: Tuple[str, ...]
+    long_name: str
+    units: str = "arbitrary units"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named scale: seeds, fixed settings and grid axes that replace the defaults."""
+
+    seeds: Optional[int] = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    grid: Optional[Mapping[str, Sequence[Any]]] = None
+    doc: str = ""
+
+
+ProgressFn = Callable[[int], None]
+
+
+class Paradigm:
+    """Base class of every paradigm.
+
+    Class attributes (data, no code in strings):
+      name, title, tags, citation, figure, version;
+      rules: the rules it compares (first is the default order of results);
+      hyperparameters: name -> :class:`Hyper`;
+      grid: default grid axes, name -> values;
+      presets: name -> :class:`Preset` (at least ``quick`` and ``paper``);
+      default_seeds; measures: name -> :class:`Measure`; main_measure (the summary's measure);
+      summary_isel: positions selected from the main measure for the summary (e.g. the last trial);
+      dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None.
+
+    ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
+    returns ``{measure: array[n_runs, *measure.dims]}``.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    tags: ClassVar[Tuple[str, ...]] = ()
+    citation: ClassVar[str] = ""
+    figure: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    rules: ClassVar[Tuple[str, ...]] = ("pc", "bp")
+    hyperparameters: ClassVar[Dict[str, Hyper]] = {}
+    grid: ClassVar[Dict[str, Tuple[Any, ...]]] = {}
+    presets: ClassVar[Dict[str, Preset]] = {}
+    default_seeds: ClassVar[int] = 8
+    measures: ClassVar[Dict[str, Measure]] = {}
+    main_measure: ClassVar[str] = ""
+    summary_isel: ClassVar[Dict[str, int]] = {}
+    dataset: ClassVar[Optional[str]] = None
+
+    def __init__(self, **overrides: Any):
+        self.settings: Dict[str, Any] = {k: h.default for k, h in self.hyperparameters.items()}
+        self.settings.update(self.validate(overrides))
+
+    # -- configuration ----------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, values: Mapping[str, Any]) -> Dict[str, Any]:
+        out = {}
+        for key, value in values.items():
+            if key not in cls.hyperparameters:
+                import difflib
+
+                close = difflib.get_close_matches(key, cls.hyperparameters, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(cls.hyperparameters)}"
+                raise ValueError(f"unknown hyperparameter {key!r} for paradigm {cls.name!r}{hint}")
+            out[key] = cls.hyperparameters[key].parse(key, value)
+        return out
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Reject combinations no single :class:`Hyper` can judge (raise ValueError naming the value).
+
+        Called for every run's settings while planning, before anything is simulated."""
+
+    def coords(self, settings: Mapping[str, Any]) -> Dict[str, Sequence[Any]]:
+        """Coordinates of the paradigm's own dims (may depend on structural settings)."""
+        return {}
+
+    def n_progress_steps(self, settings: Mapping[str, Any]) -> int:
+        """How many progress ticks ``simulate`` reports per call (e.g. trials)."""
+        return 1
+
+    def simulate(self, rule: str, settings: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+                 device: torch.device, progress: ProgressFn) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------------------
+    @classmethod
+    def stream_seed(cls, seed: int, purpose: str) -> int:
+        """A seed for one random stream, derived from (paradigm, seed, purpose) only.
+
+        Rules and hyperparameters never enter, so PC and BP runs of a seed see the same draws
+        (a paired design), and a run's draws do not depend on which other runs are batched with it.
+        """
+        digest = hashlib.sha256(f"{cls.name}|{int(seed)}|{purpose}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+    @classmethod
+    def generator(cls, seed: int, purpose: str) -> torch.Generator:
+        return torch.Generator().manual_seed(cls.stream_seed(seed, purpose))
+
+
+def stack_settings(settings: Sequence[Mapping[str, Any]], key: str, dtype=torch.float64,
+                   device="cpu") -> torch.Tensor:
+    """One hyperparameter of a batch of runs as an [R] tensor."""
+    return torch.tensor([s[key] for s in settings], dtype=dtype, device=device)

@@ -1,0 +1,139 @@
+"""Results: one xarray.Dataset per invocation, written atomically as NetCDF4.
+
+Dims: ``rule``, ``seed``, one dim per grid axis (named as the hyperparameter), then the paradigm's
+own dims. Data variables are the paradigm's measures with ``long_name``/``units``. Global attrs
+record what ran: paradigm and version, the resolved configuration (JSON), the command line,
+pcneuro/torch versions, git commit, device, MPI size, start/end time and elapsed seconds.
+Results are the interface: fitting and plotting reopen them with ``xarray.open_dataset``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+import xarray as xr
+
+import pcneuro
+
+from .runner import Plan
+
+
+def git_commit() -> str:
+    """The commit of the pcneuro checkout in use (with ``-dirty`` for local changes), or 'unknown'."""
+    root = Path(pcneuro.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build_dataset(plan: Plan, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> xr.Dataset:
+    from .registry import paradigm_class
+
+    cls = paradigm_class(plan.paradigm)
+    paradigm = cls()
+    first = plan.runs[0].settings
+    own = paradigm.coords(first)
+    coords: Dict[str, Any] = {"rule": list(plan.rules), "seed": list(plan.seeds)}
+    for k, v in plan.grid.items():
+        coords[k] = list(v)
+    data_vars = {}
+    lead = ["rule", "seed", *plan.grid]
+    for name, measure in cls.measures.items():
+        dims = lead + list(measure.dims)
+        data_vars[name] = xr.Variable(dims, arrays[name], attrs={"long_name": measure.long_name,
+                                                                 "units": measure.units})
+        for d in measure.dims:
+            if d in own:
+                coords[d] = list(own[d])
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds["rule"].attrs["long_name"] = "learning rule"
+    ds["seed"].attrs["long_name"] = "random seed"
+    for k in plan.grid:
+        h = cls.hyperparameters[k]
+        ds[k].attrs.update({"long_name": h.doc, "units": h.units or "1"})
+    attrs = {
+        "paradigm": plan.paradigm,
+        "paradigm_version": cls.version,
+        "title": cls.title,
+        "citation": cls.citation,
+        "figure": cls.figure,
+        "config": plan.to_json(),
+        "pcneuro_version": pcneuro.__version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+    }
+    attrs.update(meta)
+    ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    return ds
+
+
+def _attr(value: Any):
+    """NetCDF attributes are strings or numbers."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float, str, np.integer, np.floating)):
+        return value
+    return json.dumps(value)
+
+
+def default_path(paradigm: str, run_id: str, root: str = "results") -> Path:
+    return Path(root) / paradigm / f"{run_id}.nc"
+
+
+def new_run_id(plan: Plan, when: Optional[_dt.datetime] = None) -> str:
+    import hashlib
+
+    when = when or _dt.datetime.now()
+    digest = hashlib.sha256(plan.to_json().encode()).hexdigest()[:6]
+    return f"{when:%Y%m%d-%H%M%S}-{digest}"
+
+
+def check_writable(path: Path) -> None:
+    """Fail early (before any simulation) if ``path`` cannot be written; leave nothing behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a directory")
+    parent = path.parent
+    created = []
+    try:
+        missing = [p for p in [parent, *parent.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            created.append(p)
+        fd, probe = tempfile.mkstemp(prefix=".pcneuro-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {path} is not writable ({exc.strerror or exc})") from None
+    finally:
+        for p in reversed(created):
+            p.rmdir()
+
+
+def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

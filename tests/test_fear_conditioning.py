@@ -1,0 +1,85 @@
+"""Fear conditioning (specs/behaviour.md §1): the structural claims of the paradigm."""
+import numpy as np
+import pytest
+import torch
+
+import pcneuro
+from pcneuro.paradigms.fear_conditioning import GROUPS, FearConditioning
+
+
+@pytest.fixture(scope="module")
+def default_grid():
+    """The whole default grid: 2 rules x 64 lr points x 8 seeds x 3 groups = 3072 simulated networks."""
+    return pcneuro.run("fear_conditioning", device="cpu", write=False)
+
+
+def test_default_grid_shape(default_grid):
+    f = default_grid["fear_to_N"]
+    assert f.dims == ("rule", "seed", "lr_perception", "lr_mix_L", "lr_mix_N", "group", "trial")
+    assert f.shape == (2, 8, 4, 4, 4, 3, 64)
+    assert list(default_grid["group"].values) == ["N+", "LN+", "LN+,L-"]
+    assert list(default_grid["trial"].values) == list(range(64))
+    assert np.isfinite(f.values).all()
+
+
+def test_bp_cannot_recover_from_overshadowing(default_grid):
+    """Under BP, L-alone trials give N's pathway exactly zero gradient: LN+ == LN+,L- everywhere."""
+    last = default_grid["fear_to_N"].sel(rule="bp").isel(trial=-1)
+    diff = np.abs(last.sel(group="LN+") - last.sel(group="LN+,L-"))
+    assert float(diff.max()) <= 1e-6
+    # ...and the trajectories are identical through conditioning, where both groups get LN+
+    cond = default_grid["fear_to_N"].sel(rule="bp").isel(trial=slice(0, 32))
+    assert float(np.abs(cond.sel(group="LN+") - cond.sel(group="LN+,L-")).max()) == 0.0
+
+
+def test_pc_recovers_from_overshadowing_for_every_seed(default_grid):
+    point = dict(lr_perception=0.001, lr_mix_L=0.001, lr_mix_N=1.0)
+    last = default_grid["fear_to_N"].sel(rule="pc", **point).isel(trial=-1)
+    assert bool((last.sel(group="LN+,L-") > last.sel(group="LN+")).all())
+
+
+def test_pc_pattern_is_stable_over_many_seeds():
+    """At the spec's PC config, 100 seeds: N+ high, LN+ low (overshadowing), LN+,L- recovered."""
+    ds = pcneuro.run("fear_conditioning", rule="pc", seeds=100, device="cpu", write=False,
+                     settings=dict(lr_perception=0.001, lr_mix_L=0.001, lr_mix_N=1.0))
+    last = ds["fear_to_N"].isel(trial=-1).squeeze()
+    n_plus, ln, ln_l = (last.sel(group=g).values for g in GROUPS)
+    assert (ln_l > ln).all()
+    assert (n_plus > ln).all()
+    assert ln_l.mean() - ln.mean() > 10 * ln.std(ddof=1) / np.sqrt(len(ln))
+
+
+def test_mechanism_pc_pushes_the_n_latent_below_zero():
+    """On an L-alone extinction trial the PC latent of the N unit goes negative, so m_N grows."""
+    from pcneuro.engine import Engine, LatentSGD, SGD, TrainConfig
+
+    spec = FearConditioning.network(2, False)
+    params = {"0.weight": torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64),
+              "1.weight": torch.tensor([[[0.4, 0.6]]], dtype=torch.float64)}
+    config = TrainConfig(T=200, weight_opt=SGD(lr={"0.weight": 0.0, "1.weight": 1.0}),
+                         latent_opt=LatentSGD(0.5), lr_decay=0.5)
+    engine = Engine(spec, config, params)
+    engine.train_batch(torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+    assert float(engine.params["1.weight"][0, 0, 1]) > 0.6  # m_N increased
+    assert float(engine.params["1.weight"][0, 0, 0]) < 0.4  # m_L decreased
+
+
+def test_seeds_pair_rules_and_do_not_depend_on_batching():
+    a = pcneuro.run("fear_conditioning", preset="quick", device="cpu", write=False)
+    b = pcneuro.run("fear_conditioning", preset="quick", seeds=[1], device="cpu", write=False)
+    np.testing.assert_array_equal(a["fear_to_N"].sel(seed=[1]).values, b["fear_to_N"].values)
+    # trial 0 of N+ starts from the same draw under PC and BP; both learn on the first trial
+    assert float(a["fear_to_N"].isel(trial=0).min()) > 0.1
+
+
+def test_bad_structural_values_fail_with_the_value():
+    with pytest.raises(ValueError, match="n_hidden=3"):
+        pcneuro.run("fear_conditioning", preset="quick", settings={"n_hidden": 3}, write=False)
+
+
+def test_recorded_data_means_match_the_spec():
+    from pcneuro import datasets
+
+    ds = datasets.load("fear_conditioning")
+    means = ds["fear_to_N"].mean("subject")
+    assert means.sel(group="LN+,L-") > means.sel(group="LN+")
