@@ -1,58 +1,45 @@
-"""Activation functions with their derivatives, looked up by name.
+"""Activation functions with fused derivative products, looked up by name.
 
-The closed-form engine needs f and f' of the same input; each entry returns both from one
-evaluation so the step computes them once and reuses them (engine spec §4.2 item 1).
+Each entry gives f(v) and ``backward(grad, v, a) = grad ⊙ f'(v)`` (with a = f(v) already computed),
+using torch's fused backward kernels so the closed-form engine spends one op per layer on it
+(engine spec §4.2 item 1: f and f' computed once per step and reused). The derivative conventions
+are autograd's (relu'(0) = 0; softplus with threshold 20, as ``torch.nn.functional.softplus``).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+LEAKY_SLOPE = 0.01
+SOFTPLUS_THRESHOLD = 20.0
 
 
-def _identity(v: Tensor) -> Tuple[Tensor, Tensor]:
-    return v, torch.ones_like(v)
+@dataclass(frozen=True)
+class ActivationFn:
+    forward: Callable[[Tensor], Tensor]
+    backward: Callable[[Tensor, Tensor, Tensor], Tensor]  # (grad, v, a) -> grad * f'(v)
 
 
-def _tanh(v: Tensor) -> Tuple[Tensor, Tensor]:
-    a = torch.tanh(v)
-    return a, 1.0 - a * a
+_aten = torch.ops.aten
 
-
-def _sigmoid(v: Tensor) -> Tuple[Tensor, Tensor]:
-    a = torch.sigmoid(v)
-    return a, a * (1.0 - a)
-
-
-def _relu(v: Tensor) -> Tuple[Tensor, Tensor]:
-    return torch.relu(v), (v > 0).to(v.dtype)
-
-
-def _softplus(v: Tensor) -> Tuple[Tensor, Tensor]:
-    return F.softplus(v), torch.sigmoid(v)
-
-
-def _leaky_relu(v: Tensor) -> Tuple[Tensor, Tensor]:
-    slope = 0.01
-    return F.leaky_relu(v, slope), torch.where(v > 0, torch.ones_like(v), torch.full_like(v, slope))
-
-
-#: name -> function returning (f(v), f'(v))
-ACTIVATIONS: Dict[str, Callable[[Tensor], Tuple[Tensor, Tensor]]] = {
-    "identity": _identity,
-    "tanh": _tanh,
-    "sigmoid": _sigmoid,
-    "relu": _relu,
-    "softplus": _softplus,
-    "leaky_relu": _leaky_relu,
+#: name -> (f, grad ⊙ f')
+ACTIVATIONS: Dict[str, ActivationFn] = {
+    "identity": ActivationFn(lambda v: v, lambda g, v, a: g),
+    "sigmoid": ActivationFn(torch.sigmoid, lambda g, v, a: _aten.sigmoid_backward(g, a)),
+    "tanh": ActivationFn(torch.tanh, lambda g, v, a: _aten.tanh_backward(g, a)),
+    "relu": ActivationFn(torch.relu, lambda g, v, a: _aten.threshold_backward(g, v, 0.0)),
+    "softplus": ActivationFn(F.softplus, lambda g, v, a: _aten.softplus_backward(g, v, 1.0, SOFTPLUS_THRESHOLD)),
+    "leaky_relu": ActivationFn(lambda v: F.leaky_relu(v, LEAKY_SLOPE),
+                               lambda g, v, a: _aten.leaky_relu_backward(g, v, LEAKY_SLOPE, False)),
 }
 
 
-def activation(name: str) -> Callable[[Tensor], Tuple[Tensor, Tensor]]:
-    """Return the (f, f') function registered as ``name``."""
+def activation(name: str) -> ActivationFn:
+    """The activation registered as ``name``."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
@@ -61,4 +48,4 @@ def activation(name: str) -> Callable[[Tensor], Tuple[Tensor, Tensor]]:
 
 def apply(name: str, v: Tensor) -> Tensor:
     """f(v) alone, for plain forward passes."""
-    return activation(name)(v)[0]
+    return activation(name).forward(v)

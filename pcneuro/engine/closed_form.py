@@ -49,9 +49,9 @@ def compile_units(spec: NetworkSpec) -> List[Unit]:
 class Evaluation:
     """One evaluation of F at (x, θ): per-run scalars and gradients (None where not formed)."""
 
-    loss: Tensor  # [R]
-    energy: Tensor  # [R], Σ_l E_l unscaled by c
-    objective: Tensor  # [R], loss + c·E
+    loss: Optional[Tensor]  # [R]; None when the objective was not asked for
+    energy: Optional[Tensor]  # [R], Σ_l E_l unscaled by c
+    objective: Optional[Tensor]  # [R], loss + c·E
     latent_grads: List[Tensor]
     weight_grads: Dict[str, Tensor]
 
@@ -65,15 +65,28 @@ def output_error(y_hat: Tensor, y: Tensor, loss: str):
     return -(y * log_p).sum(dim=(-2, -1)), y - log_p.exp()
 
 
+def output_error_only(y_hat: Tensor, y: Tensor, loss: str) -> Tensor:
+    """e_L = −∂ℓ/∂ŷ without the loss value."""
+    return y - y_hat if loss == "sse" else y - torch.softmax(y_hat, dim=-1)
+
+
 class ClosedFormBackend:
     def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device):
         self.spec = spec
         self.units = compile_units(spec)
+        self.pre = [activations.activation(u.pre_act) if u.pre_act else None for u in self.units]
+        self.post = [activations.activation(u.post_act) if u.post_act else None for u in self.units]
         self.loss = loss
+        self.c_flat = energy_coef
         self.c = energy_coef.reshape(-1, 1, 1)
+        self.c_is_one = bool((energy_coef == 1).all())
         node_units = [k for k, u in enumerate(self.units) if u.ends_in_node]
         self.node_of_unit = {k: n for n, k in enumerate(node_units)}
         self.node_masks = [spec.node_mask_tensor(n, dtype, device) for n in range(len(node_units))]
+        self._w_names = [f"{u.layer_index}.weight" for u in self.units]
+        self._b_names = [f"{u.layer_index}.bias" if u.bias else None for u in self.units]
+        self._bound_src: tuple = ()
+        self._bound: list = []
         self._cache_key = None
         self._cache = None
 
@@ -85,103 +98,116 @@ class ClosedFormBackend:
             names.append(f"{u.layer_index}.bias")
         return names
 
-    def _linear(self, k: int, params: Dict[str, Tensor], a: Tensor) -> Tensor:
-        u = self.units[k]
-        z = torch.matmul(a, params[f"{u.layer_index}.weight"].transpose(1, 2))
-        if u.bias:
-            z = z + params[f"{u.layer_index}.bias"].unsqueeze(1)
-        return z
+    def _bind(self, params: Dict[str, Tensor]) -> list:
+        """Per unit (W, Wᵀ view, bias as [R, 1, out] or None), rebuilt only when a parameter changed."""
+        src = tuple(params[n] for n in self._w_names) + tuple(params[n] for n in self._b_names if n)
+        if len(src) != len(self._bound_src) or any(a is not b for a, b in zip(src, self._bound_src)):
+            self._bound = [(params[w], params[w].transpose(1, 2), params[b].unsqueeze(1) if b else None)
+                           for w, b in zip(self._w_names, self._b_names)]
+            self._bound_src = src
+        return self._bound
 
-    def _first_z(self, params: Dict[str, Tensor], x0: Tensor) -> Tensor:
+    @staticmethod
+    def _linear(bound: tuple, a: Tensor) -> Tensor:
+        _, w_t, b = bound
+        if a.ndim == 3:
+            return torch.bmm(a, w_t) if b is None else torch.baddbmm(b, a, w_t)
+        z = torch.matmul(a, w_t)  # a shared [B, in] batch
+        return z if b is None else z + b
+
+    def _first_z(self, bound: list, x0: Tensor) -> Tensor:
         """z of unit 0 for the batch input, cached while its weights and the batch are unchanged."""
-        u = self.units[0]
-        if u.pre_act is not None:
-            return self._linear(0, params, activations.apply(u.pre_act, x0))
+        if self.pre[0] is not None:
+            return self._linear(bound[0], self.pre[0].forward(x0))
         # the key holds the tensors themselves (compared by identity), so no id can be reused
-        key = (x0, params[f"{u.layer_index}.weight"], params.get(f"{u.layer_index}.bias"))
+        key = (x0, bound[0][0], bound[0][2])
         if self._cache_key is None or any(a is not b for a, b in zip(self._cache_key, key)):
-            self._cache = self._linear(0, params, x0)
+            self._cache = self._linear(bound[0], x0)
             self._cache_key = key
         return self._cache
 
     # -- engine interface ---------------------------------------------------------------------------
     def feedforward_latents(self, params: Dict[str, Tensor], x0: Tensor) -> List[Tensor]:
         latents = []
+        bound = self._bind(params)
         v = x0
         for k, u in enumerate(self.units[:-1]):
-            z = self._first_z(params, x0) if k == 0 else self._linear(
-                k, params, activations.apply(u.pre_act, v) if u.pre_act else v)
-            v = activations.apply(u.post_act, z) if u.post_act else z
+            if k == 0:
+                z = self._first_z(bound, x0)
+            else:
+                z = self._linear(bound[k], self.pre[k].forward(v) if self.pre[k] else v)
+            v = self.post[k].forward(z) if self.post[k] else z
             if u.ends_in_node:
                 latents.append(v.detach().clone())
         return latents
 
     def evaluate(self, params: Dict[str, Tensor], latents: Sequence[Tensor], x0: Tensor, y: Tensor,
-                 need_weights: Sequence[bool]) -> Evaluation:
+                 need_weights: Sequence[bool], need_objective: bool = True) -> Evaluation:
+        """F and its gradients at (latents, params).
+
+        Errors are carried with the spec's sign, e = −∂F/∂(unit output), so each hidden layer costs
+        one GEMM, one fused activation-derivative product and one subtraction on the way down.
+        ``need_objective=False`` skips the loss and energy sums (they are then None).
+        """
         units = self.units
         n_units = len(units)
-        inputs: List[Tensor] = []  # a: the input of each unit's Linear
-        d_pre: List[Optional[Tensor]] = []
-        d_post: List[Optional[Tensor]] = []
+        bound = self._bind(params)
+        saved = []  # per unit: (input v, pre-activation output a, z, post output)
         errors: Dict[int, Tensor] = {}  # node index -> e_l = c·M⊙ε_l
-        energy = None
+        eps_pairs: Dict[int, tuple] = {}  # node index -> (ε_l, M⊙ε_l)
         v = x0
         for k, u in enumerate(units):
-            if u.pre_act is not None:
-                a, da = activations.activation(u.pre_act)(v)
-            else:
-                a, da = v, None
-            z = self._first_z(params, x0) if k == 0 else self._linear(k, params, a)
-            if u.post_act is not None:
-                out, dz = activations.activation(u.post_act)(z)
-            else:
-                out, dz = z, None
-            inputs.append(a)
-            d_pre.append(da)
-            d_post.append(dz)
+            a = self.pre[k].forward(v) if self.pre[k] is not None else v
+            z = self._first_z(bound, x0) if k == 0 else self._linear(bound[k], a)
+            out = self.post[k].forward(z) if self.post[k] is not None else z
+            saved.append((v, a, z, out))
             if u.ends_in_node:
                 n = self.node_of_unit[k]
                 eps = latents[n] - out
                 mask = self.node_masks[n]
-                sq = eps * eps if mask is None else mask * eps * eps
-                e_n = 0.5 * sq.sum(dim=(-2, -1))
-                energy = e_n if energy is None else energy + e_n
-                errors[n] = self.c * (eps if mask is None else mask * eps)
+                eps_m = eps if mask is None else mask * eps
+                eps_pairs[n] = (eps, eps_m)
+                errors[n] = eps_m if self.c_is_one else self.c * eps_m
                 v = latents[n]
             else:
                 v = out
-        loss, e_out = output_error(v, y, self.loss)
-        if energy is None:
+        loss = energy = objective = None
+        if need_objective:
+            loss, e_out = output_error(v, y, self.loss)
             energy = torch.zeros_like(loss)
-        objective = loss + self.c.reshape(-1) * energy
+            for eps, eps_m in eps_pairs.values():  # ½ Σ M⊙ε² with a 0/1 mask M
+                energy = energy + 0.5 * (eps_m * eps).sum(dim=(-2, -1))
+            objective = loss + (energy if self.c_is_one else self.c_flat * energy)
+        else:
+            e_out = output_error_only(v, y, self.loss)
 
         latent_grads: List[Optional[Tensor]] = [None] * len(latents)
         weight_grads: Dict[str, Tensor] = {}
-        g = -e_out  # ∂F/∂(output of the current unit)
+        e = e_out  # −∂F/∂(output of the current unit)
         lowest_needed = min([k for k in range(n_units) if need_weights[k]] + [n_units])
         lowest_node_unit = min(list(self.node_of_unit) + [n_units])
         for k in range(n_units - 1, -1, -1):
             u = units[k]
-            gz = g * d_post[k] if d_post[k] is not None else g
+            v_in, a, z, out = saved[k]
+            ez = self.post[k].backward(e, z, out) if self.post[k] is not None else e
             if need_weights[k]:
-                a = inputs[k]
                 if a.ndim == 2:  # the shared batch input
-                    weight_grads[f"{u.layer_index}.weight"] = torch.matmul(gz.transpose(1, 2), a)
+                    gw = torch.matmul(ez.transpose(1, 2), a)
                 else:
-                    weight_grads[f"{u.layer_index}.weight"] = torch.bmm(gz.transpose(1, 2), a)
+                    gw = torch.bmm(ez.transpose(1, 2), a)
+                weight_grads[f"{u.layer_index}.weight"] = gw.neg_()
                 if u.bias:
-                    weight_grads[f"{u.layer_index}.bias"] = gz.sum(dim=1)
+                    weight_grads[f"{u.layer_index}.bias"] = ez.sum(dim=1).neg_()
             if k == 0 or (k - 1 < lowest_node_unit and k - 1 < lowest_needed):
                 break  # nothing below needs this error
-            w = params[f"{u.layer_index}.weight"]
-            g_in = torch.matmul(gz, w)
-            if d_pre[k] is not None:
-                g_in = g_in * d_pre[k]
-            below = units[k - 1]
-            if below.ends_in_node:
+            w = bound[k][0]
+            e_in = torch.bmm(ez, w) if ez.ndim == 3 and w.ndim == 3 else torch.matmul(ez, w)
+            if self.pre[k] is not None:
+                e_in = self.pre[k].backward(e_in, v_in, a)
+            if units[k - 1].ends_in_node:
                 n = self.node_of_unit[k - 1]
-                latent_grads[n] = errors[n] + g_in
-                g = -errors[n]
+                latent_grads[n] = errors[n] - e_in  # ∂F/∂x = e_l − f'(x_l)⊙(e_{l+1}W_{l+1})
+                e = errors[n]
             else:
-                g = g_in
+                e = e_in
         return Evaluation(loss, energy, objective, latent_grads, weight_grads)

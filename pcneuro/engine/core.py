@@ -90,6 +90,12 @@ class Engine:
         self.P = compile_weight_timing(config.weight_steps, T, L)
         self.unit_params = [[n for n in self.backend.unit_param_names(k) if n in self.trainable]
                             for k in range(L)]
+        # the static schedule: which layers may step at t (their weight gradients are formed then)
+        on_stop = self.stop_lr is not None and config.weight_step_on_stop
+        self._need = [[bool(self.unit_params[k]) and (self.P[k][t] or on_stop) for k in range(L)]
+                      for t in range(T)]
+        self._need_any = [any(row) for row in self._need]
+        self._need_names = [[n for k in range(L) if row[k] for n in self.unit_params[k]] for row in self._need]
         self._warn_unreachable_layers()
 
     # ----------------------------------------------------------------------------------------------
@@ -99,8 +105,8 @@ class Engine:
             return
         positions = self.spec.node_positions
         for k, layer_index in enumerate(self.spec.weight_layer_indices):
-            if not self.unit_params[k]:
-                continue
+            if not self.unit_params[k] or not any(self.P[k]):
+                continue  # fixed, or frozen on purpose by a timing set without steps
             first = sum(1 for p in positions if p >= layer_index)
             latent_steps_before = [t for t in range(self.config.T) if sum(self.X[:t]) >= first]
             if not any(self.P[k][t] for t in latent_steps_before):
@@ -138,7 +144,6 @@ class Engine:
         eta = self.latent_opt.lr0.clone()
         stopping = self.stop_lr is not None
         active = torch.ones(self.n_runs, dtype=torch.bool, device=self.device) if stopping else None
-        on_stop = stopping and cfg.weight_step_on_stop
         record = cfg.record
         rec_every = record == "every"
         buf = {k: torch.zeros(T, self.n_runs, dtype=self.dtype, device=self.device)
@@ -149,16 +154,16 @@ class Engine:
         F_prev = None
         ev = None
         stale = True  # whether (latents, params) changed since ev was computed
+        need_objective = record != "none" or (self.adapt and bool(latents))
         for t in range(T):
-            need = [bool(self.unit_params[k]) and (self.P[k][t] or on_stop) for k in range(L)]
-            if stale or ev is None or any(n and name not in ev.weight_grads
-                                          for k, n in enumerate(need) for name in self.unit_params[k]):
-                ev = self.backend.evaluate(self.params, latents, x0, y, need)
+            need = self._need[t]
+            if stale or (self._need_any[t] and not all(n in ev.weight_grads for n in self._need_names[t])):
+                ev = self.backend.evaluate(self.params, latents, x0, y, need, need_objective)
                 stale = False
             F_t = ev.objective
-            if t == 0 and record != "none":
-                loss0 = ev.loss.clone()
             if record != "none":
+                if t == 0:
+                    loss0 = ev.loss.clone()
                 took = active if stopping else None
                 steps = steps + (1 if took is None else took.long())
                 if rec_every:

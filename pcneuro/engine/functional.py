@@ -65,7 +65,7 @@ class FunctionalBackend:
         return [v.detach().clone() for v in vmap(run, in_dims=(0, None if shared else 0))(params, x0)]
 
     def evaluate(self, params: Dict[str, Tensor], latents: Sequence[Tensor], x0: Tensor, y: Tensor,
-                 need_weights: Sequence[bool]) -> Evaluation:
+                 need_weights: Sequence[bool], need_objective: bool = True) -> Evaluation:
         grad_names = [n for n in params if need_weights[self.unit_of_param[n]] and self._trainable(n)]
         grad_params = {n: params[n] for n in grad_names}
         other = {n: p for n, p in params.items() if n not in grad_params}

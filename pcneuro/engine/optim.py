@@ -127,7 +127,7 @@ class LatentOptimizer:
                 state["buf"] = _where(run_mask, buf, state["buf"]) if state["step"] else buf
                 state["step"] += 1
                 g = buf
-            return _where(run_mask, x - eta_b * g, x)
+            return _where(run_mask, torch.addcmul(x, eta_b, g, value=-1), x)
         b1, b2 = self.config.betas
         state["step"] += 1
         t = state["step"]

@@ -1,0 +1,98 @@
+"""Engine speed, measured as ratios within one run (these machines are shared and noisy).
+
+    OMP_NUM_THREADS=1 python benchmarks/engine_speed.py [--repeats 5] [--device cpu]
+
+Prints:
+  1. the time of the whole default fear-conditioning grid (2 rules x 64 points x 8 seeds x 3 groups
+     = 3072 simulated networks);                                             aim: < 20 s on one core
+  2. PC (T=64) vs BP time per batch for an MLP 784-32-32-10 (sigmoid, batch 60); aim: PC <= 8x BP
+  3. the fast engine vs the plain autograd reference on that MLP (PC, T=64); aim: >= 5x faster
+  4. the cost of R = 1, 8, 64 stacked runs of that MLP relative to one;      aim: 64 runs <= 8x one
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import pcneuro
+from pcneuro.engine import (Activation, Engine, LatentSGD, Linear, NetworkSpec, SGD, TrainConfig, build_rule,
+                            init_params)
+from pcneuro.engine.reference import ReferenceRun
+
+MLP = NetworkSpec((Linear(784, 32), Activation("sigmoid"), Linear(32, 32), Activation("sigmoid"), Linear(32, 10)))
+BATCH = 60
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mlp_engine(rule: str, n_runs: int, T: int, device) -> Engine:
+    config = TrainConfig(T=T, weight_opt=SGD(lr=0.01), latent_opt=LatentSGD(0.1), lr_decay=1.0, record="none")
+    spec, config = build_rule(rule, MLP, config)
+    params = init_params(MLP, list(range(n_runs)), dtype=torch.float32, device=device)
+    return Engine(spec, config, params)
+
+
+def batch(device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(BATCH, 784, generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, 10, (BATCH,), generator=g), 10).float()
+    return x.to(device), y.to(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-fear", action="store_true", help="skip the fear-grid timing")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    x, y = batch(device)
+    print(f"pcneuro {pcneuro.__version__}, torch {torch.__version__}, device {device}, "
+          f"{torch.get_num_threads()} thread(s)")
+
+    if not args.skip_fear:
+        start = time.perf_counter()
+        pcneuro.run("fear_conditioning", device=str(device), write=False)
+        fear = time.perf_counter() - start
+        print(f"1. fear grid, 3072 networks (2 rules x 64 points x 8 seeds x 3 groups): {fear:.2f} s  "
+              f"(aim < 20 s)")
+
+    T = 64
+    pc, bp = mlp_engine("pc", 1, T, device), mlp_engine("bp", 1, 1, device)
+    t_pc = timed(lambda: pc.train_batch(x, y), args.repeats)
+    t_bp = timed(lambda: bp.train_batch(x, y), args.repeats * 20)
+    print(f"2. MLP 784-32-32-10, B={BATCH}: PC T={T} {t_pc * 1e3:.2f} ms/batch, BP {t_bp * 1e3:.3f} ms/batch, "
+          f"ratio {t_pc / t_bp:.1f}x  (aim <= 8x)")
+
+    config = TrainConfig(T=T, weight_opt=SGD(lr=0.01), latent_opt=LatentSGD(0.1), lr_decay=1.0, record="none")
+    params = init_params(MLP, [0], dtype=torch.float32, device=device)
+    reference = ReferenceRun(MLP, config, {k: v[0] for k, v in params.items()})
+    t_ref = timed(lambda: reference.train_batch(x, y), max(1, args.repeats // 2), warmup=1)
+    print(f"3. PC T={T}: autograd reference {t_ref * 1e3:.1f} ms/batch, fast engine {t_pc * 1e3:.2f} ms/batch, "
+          f"speed-up {t_ref / t_pc:.1f}x  (aim >= 5x)")
+
+    costs = {}
+    for n_runs in (1, 8, 64):
+        engine = mlp_engine("pc", n_runs, T, device)
+        costs[n_runs] = timed(lambda: engine.train_batch(x, y), args.repeats)
+    rel = ", ".join(f"R={r}: {costs[r] / costs[1]:.2f}x" for r in costs)
+    print(f"4. PC T={T} stacked runs, cost relative to R=1 ({costs[1] * 1e3:.2f} ms): {rel}  (aim R=64 <= 8x)")
+
+
+if __name__ == "__main__":
+    main()
