@@ -86,6 +86,8 @@ class FearConditioning(Paradigm):
     }
     main_measure = "fear_to_N"
     summary_isel = {"trial": -1}
+    figure_x = "trial"
+    figure_point = {"lr_perception": 0.001, "lr_mix_L": 0.001, "lr_mix_N": 1.0}  # the spec's PC config
     dataset = "fear_conditioning"
 
     @classmethod

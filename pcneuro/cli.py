@@ -19,7 +19,8 @@ examples:
   mpiexec -n 2 run_paradigm.py fear_conditioning           runs dealt over two MPI ranks
 
 Results are written as NetCDF4 to results/<paradigm>/<run-id>.nc (or --out) with dims rule, seed,
-one per grid axis, then the paradigm's own; open them with xarray.open_dataset.
+one per grid axis, then the paradigm's own; open them with xarray.open_dataset. A summary figure
+goes next to the file as <run-id>.png (off with --no-figure).
 """
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make a hyperparameter a grid axis; repeatable")
     p.add_argument("--device", default="auto", help="auto (default: a GPU if present), cpu, cuda or cuda:I")
     p.add_argument("--out", default=None, metavar="PATH", help="output file (default results/<paradigm>/<run-id>.nc)")
+    p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     return p
 
@@ -168,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .runner import run
 
         ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
-                 device=args.device, out=args.out, quiet=args.quiet,
+                 device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
                  command=" ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])]),
                  comm=comm)
     except (ValueError, LookupError, TypeError) as exc:
@@ -180,6 +182,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n_runs = ds.sizes["rule"] * ds.sizes["seed"] * int(np.prod([ds.sizes[d] for d in _grid_dims(ds)]))
     print(f"wrote {ds.encoding['source']} ({n_runs} runs, {ds.attrs['elapsed_seconds']:.1f} s, "
           f"{ds.attrs['device']}, {ds.attrs['mpi_size']} rank(s))")
+    if "figure" in ds.encoding:
+        print(f"figure {ds.encoding['figure']}")
     return 0
 
 

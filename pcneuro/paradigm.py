@@ -103,6 +103,8 @@ class Paradigm:
       presets: name -> :class:`Preset` (at least ``quick`` and ``paper``);
       default_seeds; measures: name -> :class:`Measure`; main_measure (the summary's measure);
       summary_isel: positions selected from the main measure for the summary (e.g. the last trial);
+      figure_x: the dim the summary figure runs along (e.g. ``"trial"``), if any;
+      figure_point: the grid point the figure shows where it is in the grid (others are averaged);
       dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None.
 
     ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
@@ -123,6 +125,8 @@ class Paradigm:
     measures: ClassVar[Dict[str, Measure]] = {}
     main_measure: ClassVar[str] = ""
     summary_isel: ClassVar[Dict[str, int]] = {}
+    figure_x: ClassVar[Optional[str]] = None
+    figure_point: ClassVar[Dict[str, Any]] = {}
     dataset: ClassVar[Optional[str]] = None
 
     def __init__(self, **overrides: Any):

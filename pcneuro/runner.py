@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -238,12 +239,14 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         seeds: Union[None, int, Sequence[int]] = None, preset: Optional[str] = None,
         settings: Optional[Mapping[str, Any]] = None, grid: Optional[Mapping[str, Sequence[Any]]] = None,
         device: str = "auto", out: Optional[Union[str, os.PathLike]] = None, write: bool = True,
-        quiet: bool = True, command: Optional[str] = None, comm: Optional[Communicator] = None):
+        figure: bool = True, quiet: bool = True, command: Optional[str] = None,
+        comm: Optional[Communicator] = None):
     """Plan, simulate and collect a paradigm's runs; return the xarray.Dataset (on rank 0).
 
     ``settings`` fixes hyperparameters (a fixed grid axis collapses to that value), ``grid`` makes
     hyperparameters axes. With ``write`` (default) the dataset is written atomically to ``out`` or
-    to ``results/<paradigm>/<run-id>.nc``; its path is in ``ds.encoding["source"]``. Bad input
+    to ``results/<paradigm>/<run-id>.nc``; its path is in ``ds.encoding["source"]``. With ``figure``
+    (default) a summary figure goes next to it as ``<run-id>.png`` (``ds.encoding["figure"]``). Bad input
     raises ``ValueError``/``LookupError`` before anything is simulated or written.
     """
     from . import results
@@ -288,4 +291,8 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     if write:
         results.write_netcdf(ds, path)
         ds.encoding["source"] = str(path)
+        if figure:
+            from .plotting import summary_figure
+
+            ds.encoding["figure"] = str(summary_figure(ds, Path(path).with_suffix(".png")))
     return ds

@@ -36,6 +36,9 @@ def test_run_prints_table_and_writes_netcdf(tmp_path):
     assert "fear_to_N at trial=-1" in res.stdout
     assert "LN+,L-" in res.stdout and res.stdout.count("\npc ") == 1
     assert f"wrote {out}" in res.stdout
+    figure = out.with_suffix(".png")
+    assert f"figure {figure}" in res.stdout
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with xr.open_dataset(out) as ds:
         assert list(ds["rule"].values) == ["pc"]
         assert ds.sizes["seed"] == 2
@@ -44,10 +47,10 @@ def test_run_prints_table_and_writes_netcdf(tmp_path):
 
 
 def test_default_output_location(tmp_path):
-    res = run_cli("fear_conditioning", "--preset", "quick", "--seeds", "1", "--quiet", cwd=tmp_path)
+    res = run_cli("fear_conditioning", "--preset", "quick", "--seeds", "1", "--quiet", "--no-figure", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    files = list((tmp_path / "results" / "fear_conditioning").glob("*.nc"))
-    assert len(files) == 1 and str(files[0].relative_to(tmp_path)) in res.stdout
+    files = list((tmp_path / "results" / "fear_conditioning").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".nc" and str(files[0].relative_to(tmp_path)) in res.stdout
     assert "fear_to_N" not in res.stdout  # --quiet: no table
 
 

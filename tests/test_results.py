@@ -20,7 +20,8 @@ def test_file_reopens_with_the_same_content(written):
     assert ds.encoding["source"] == str(out)
     with xr.open_dataset(out) as back:
         xr.testing.assert_identical(back.load().drop_encoding() if hasattr(back, "drop_encoding") else back, ds)
-    assert [p.name for p in out.parent.iterdir()] == ["fear.nc"]  # no temporary files left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fear.nc", "fear.png"]  # no temporary files left
+    assert ds.encoding["figure"] == str(out.with_suffix(".png"))
     with open(out, "rb") as f:
         assert f.read(4) == b"\x89HDF"  # NetCDF4 (HDF5 container)
 

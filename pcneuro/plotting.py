@@ -1,0 +1,90 @@
+"""Summary figures of a results file: the paradigm's main measure, one panel per rule.
+
+The figure shows the seed mean ± SEM of the main measure per condition, along the paradigm's
+``figure_x`` dim (e.g. trials) when it has one, else as bars at ``summary_isel``. Grid axes are
+selected at the paradigm's ``figure_point`` where that point is in the grid (the configuration the
+paper highlights), and averaged over otherwise; the title says which.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import xarray as xr
+
+
+def _select_grid(ds: xr.Dataset, da: xr.DataArray, figure_point) -> Tuple[xr.DataArray, List[str]]:
+    notes = []
+    for axis in json.loads(ds.attrs["config"])["grid"]:
+        values = list(ds[axis].values)
+        if len(values) == 1:
+            da = da.isel({axis: 0})
+            notes.append(f"{axis}={values[0]:g}" if isinstance(values[0], float) else f"{axis}={values[0]}")
+        elif axis in figure_point and figure_point[axis] in values:
+            da = da.sel({axis: figure_point[axis]})
+            notes.append(f"{axis}={figure_point[axis]}")
+        else:
+            da = da.mean(axis)
+            notes.append(f"mean over {len(values)} {axis}")
+    return da, notes
+
+
+def summary_figure(ds: xr.Dataset, path) -> Path:
+    """Draw the summary figure of ``ds`` and save it to ``path`` (PNG); return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .registry import paradigm_class
+
+    cls = paradigm_class(ds.attrs["paradigm"])
+    measure = ds[cls.main_measure]
+    da, notes = _select_grid(ds, measure, cls.figure_point)
+    x_dim = cls.figure_x if cls.figure_x in da.dims else None
+    if x_dim is None:
+        da = da.isel({k: v for k, v in cls.summary_isel.items() if k in da.dims})
+    n_seeds = da.sizes["seed"]
+    mean = da.mean("seed")
+    sem = da.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
+    cond_dims = [d for d in mean.dims if d not in ("rule", x_dim)]
+    rules = list(ds["rule"].values)
+    fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.4), sharey=True, squeeze=False)
+    for ax, rule in zip(axes[0], rules):
+        m, s = mean.sel(rule=rule), sem.sel(rule=rule)
+        if cond_dims:
+            m, s = m.stack(_c=cond_dims), s.stack(_c=cond_dims)
+            labels = [", ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in m["_c"].values]
+        else:
+            m, s = m.expand_dims(_c=[cls.main_measure]), s.expand_dims(_c=[cls.main_measure])
+            labels = [cls.main_measure]
+        for j, label in enumerate(labels):
+            mj, sj = m.isel(_c=j), s.isel(_c=j)
+            if x_dim:
+                x = ds[x_dim].values
+                ax.plot(x, mj.values, label=label)
+                ax.fill_between(x, (mj - sj).values, (mj + sj).values, alpha=0.25)
+            else:
+                ax.bar(j, float(mj), yerr=float(sj), capsize=3, label=label)
+        if not x_dim:
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set_title(str(rule).upper())
+        ax.set_xlabel(x_dim or "")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(measure.attrs.get("long_name", cls.main_measure).split(":")[0])
+    if x_dim:
+        axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"{cls.title}\n{', '.join(notes) or 'single setting'}; mean ± SEM over {n_seeds} seeds",
+                 fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
