@@ -26,18 +26,24 @@ MLP = NetworkSpec((Linear(784, 32), Activation("sigmoid"), Linear(32, 32), Activ
 BATCH = 60
 
 
-def timed(fn, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+def timed(*fns, repeats: int, warmup: int = 2, inner=None):
+    """Median seconds per call of each ``fn``, their calls interleaved so that load changes on a
+    shared machine hit all of them alike; ``inner[i]`` calls of ``fns[i]`` are timed together."""
+    inner = inner or [1] * len(fns)
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    samples = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(inner[i]):
+                fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            samples[i].append((time.perf_counter() - start) / inner[i])
+    medians = [statistics.median(s) for s in samples]
+    return medians if len(fns) > 1 else medians[0]
 
 
 def mlp_engine(rule: str, n_runs: int, T: int, device) -> Engine:
@@ -56,7 +62,7 @@ def batch(device, seed: int = 0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-fear", action="store_true", help="skip the fear-grid timing")
     args = parser.parse_args()
@@ -74,22 +80,22 @@ def main() -> None:
 
     T = 64
     pc, bp = mlp_engine("pc", 1, T, device), mlp_engine("bp", 1, 1, device)
-    t_pc = timed(lambda: pc.train_batch(x, y), args.repeats)
-    t_bp = timed(lambda: bp.train_batch(x, y), args.repeats * 20)
+    t_pc, t_bp = timed(lambda: pc.train_batch(x, y), lambda: bp.train_batch(x, y), repeats=args.repeats,
+                       inner=[1, 20])
     print(f"2. MLP 784-32-32-10, B={BATCH}: PC T={T} {t_pc * 1e3:.2f} ms/batch, BP {t_bp * 1e3:.3f} ms/batch, "
           f"ratio {t_pc / t_bp:.1f}x  (aim <= 8x)")
 
     config = TrainConfig(T=T, weight_opt=SGD(lr=0.01), latent_opt=LatentSGD(0.1), lr_decay=1.0, record="none")
     params = init_params(MLP, [0], dtype=torch.float32, device=device)
     reference = ReferenceRun(MLP, config, {k: v[0] for k, v in params.items()})
-    t_ref = timed(lambda: reference.train_batch(x, y), max(1, args.repeats // 2), warmup=1)
-    print(f"3. PC T={T}: autograd reference {t_ref * 1e3:.1f} ms/batch, fast engine {t_pc * 1e3:.2f} ms/batch, "
-          f"speed-up {t_ref / t_pc:.1f}x  (aim >= 5x)")
+    t_ref, t_fast = timed(lambda: reference.train_batch(x, y), lambda: pc.train_batch(x, y),
+                          repeats=max(1, args.repeats // 2), warmup=1)
+    print(f"3. PC T={T}: autograd reference {t_ref * 1e3:.1f} ms/batch, fast engine {t_fast * 1e3:.2f} ms/batch, "
+          f"speed-up {t_ref / t_fast:.1f}x  (aim >= 5x)")
 
-    costs = {}
-    for n_runs in (1, 8, 64):
-        engine = mlp_engine("pc", n_runs, T, device)
-        costs[n_runs] = timed(lambda: engine.train_batch(x, y), args.repeats)
+    engines = {n_runs: mlp_engine("pc", n_runs, T, device) for n_runs in (1, 8, 64)}
+    medians = timed(*[(lambda e=e: e.train_batch(x, y)) for e in engines.values()], repeats=args.repeats)
+    costs = dict(zip(engines, medians))
     rel = ", ".join(f"R={r}: {costs[r] / costs[1]:.2f}x" for r in costs)
     print(f"4. PC T={T} stacked runs, cost relative to R=1 ({costs[1] * 1e3:.2f} ms): {rel}  (aim R=64 <= 8x)")
 

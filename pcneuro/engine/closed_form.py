@@ -9,6 +9,7 @@ cached until the first weight layer steps.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -85,7 +86,8 @@ class ClosedFormBackend:
         self.node_masks = [spec.node_mask_tensor(n, dtype, device) for n in range(len(node_units))]
         self._w_names = [f"{u.layer_index}.weight" for u in self.units]
         self._b_names = [f"{u.layer_index}.bias" if u.bias else None for u in self.units]
-        self._bound_src: tuple = ()
+        self._all_names = self._w_names + [n for n in self._b_names if n]
+        self._bound_src: list = []
         self._bound: list = []
         self._cache_key = None
         self._cache = None
@@ -100,8 +102,8 @@ class ClosedFormBackend:
 
     def _bind(self, params: Dict[str, Tensor]) -> list:
         """Per unit (W, Wᵀ view, bias as [R, 1, out] or None), rebuilt only when a parameter changed."""
-        src = tuple(params[n] for n in self._w_names) + tuple(params[n] for n in self._b_names if n)
-        if len(src) != len(self._bound_src) or any(a is not b for a, b in zip(src, self._bound_src)):
+        src = [params[n] for n in self._all_names]
+        if len(src) != len(self._bound_src) or not all(map(operator.is_, src, self._bound_src)):
             self._bound = [(params[w], params[w].transpose(1, 2), params[b].unsqueeze(1) if b else None)
                            for w, b in zip(self._w_names, self._b_names)]
             self._bound_src = src

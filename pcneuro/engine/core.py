@@ -176,7 +176,8 @@ class Engine:
             fire = active & (eta <= self.stop_lr) if stopping else None
             # the latent step at T-1 is unobservable (latents are dropped at batch end): skip it
             if self.X[t] and latents and t < T - 1:
-                latents = [self.latent_opt.step(x, g, eta, st, active)
+                eta_b = eta.reshape(-1, *([1] * (latents[0].ndim - 1)))  # shaped once per step
+                latents = [self.latent_opt.step(x, g, eta_b, st, active)
                            for x, g, st in zip(latents, ev.latent_grads, lat_state)]
                 stale = True
                 if self.adapt and t >= 1:

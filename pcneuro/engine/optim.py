@@ -119,8 +119,10 @@ class LatentOptimizer:
         return [{} for _ in latents]
 
     def step(self, x: Tensor, g: Tensor, eta: Tensor, state: dict, run_mask: Optional[Tensor]) -> Tensor:
-        """In-place-free latent step of one layer; ``state`` is updated in place (per-batch object)."""
-        eta_b = _bcast(eta, x)
+        """In-place-free latent step of one layer; ``state`` is updated in place (per-batch object).
+
+        ``eta`` is the per-run rate, [R] or already shaped to broadcast against ``x``."""
+        eta_b = eta if eta.ndim == x.ndim else _bcast(eta, x)
         if isinstance(self.config, LatentSGD):
             if self.config.momentum:
                 buf = g if state["step"] == 0 else self.config.momentum * state["buf"] + g
