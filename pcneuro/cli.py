@@ -24,8 +24,13 @@ goes next to the file as <run-id>.png (off with --no-figure).
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other bad-input message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run_paradigm.py",
         description="Simulate a learning paradigm under predictive coding (pc) and backprop (bp) for many "
                     "seeds and hyperparameter settings at once, and save the results as NetCDF.",
@@ -45,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="make a hyperparameter a grid axis; repeatable")
     p.add_argument("--device", default="auto", help="auto (default: a GPU if present), cpu, cuda or cuda:I")
-    p.add_argument("--out", default=None, metavar="PATH", help="output file (default results/<paradigm>/<run-id>.nc)")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="output file, or a folder for <run-id>.nc (default results/<paradigm>/<run-id>.nc)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     return p
@@ -173,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
                  command=" ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])]),
                  comm=comm)
-    except (ValueError, LookupError, TypeError) as exc:
+    except (ValueError, LookupError) as exc:
         return fail(str(exc))
     if ds is None:  # not rank 0
         return 0

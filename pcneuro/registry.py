@@ -98,7 +98,11 @@ def _spec(name: str) -> ParadigmSpec:
 
 
 def paradigm_class(name: str) -> Type[Paradigm]:
-    return _spec(name).load()
+    spec = _spec(name)
+    try:
+        return spec.load()
+    except Exception as exc:  # a broken plugin: one clear line, not a traceback from its import
+        raise UnknownParadigmError(f"paradigm {name!r} ({spec.source}) failed to load: {exc}") from exc
 
 
 def make(name: str, **overrides) -> Paradigm:

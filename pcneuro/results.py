@@ -94,11 +94,24 @@ def default_path(paradigm: str, run_id: str, root: str = "results") -> Path:
 
 
 def new_run_id(plan: Plan, when: Optional[_dt.datetime] = None) -> str:
+    """``<date>-<time>-<config hash>-<random>``: sortable, tied to the configuration, and unique even
+    for the same command started twice in one second."""
     import hashlib
 
     when = when or _dt.datetime.now()
     digest = hashlib.sha256(plan.to_json().encode()).hexdigest()[:6]
-    return f"{when:%Y%m%d-%H%M%S}-{digest}"
+    return f"{when:%Y%m%d-%H%M%S}-{digest}-{os.urandom(2).hex()}"
+
+
+def output_path(plan: Plan, out=None) -> Path:
+    """Where a run's results go: ``out``, or ``<out>/<run-id>.nc`` when ``out`` is a folder (existing,
+    or written with a trailing slash), or ``results/<paradigm>/<run-id>.nc`` by default."""
+    if out is None:
+        return default_path(plan.paradigm, new_run_id(plan))
+    text = os.fspath(out)
+    if text.endswith(os.sep) or Path(text).is_dir():
+        return Path(text) / f"{new_run_id(plan)}.nc"
+    return Path(text)
 
 
 def check_writable(path: Path) -> None:
@@ -131,6 +144,9 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     os.close(fd)
     try:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -87,6 +87,8 @@ def _rule_list(cls, rule: Union[str, Sequence[str]]) -> Tuple[str, ...]:
         if rule == "all":
             return tuple(cls.rules)
         rule = [r.strip() for r in rule.split(",")]
+    if not rule:
+        raise ValueError(f"no rule given (choose from {', '.join(cls.rules)}, all)")
     for r in rule:
         if r not in cls.rules:
             raise ValueError(f"rule {r!r} is not available for {cls.name!r} (choose from {', '.join(cls.rules)}, all)")
@@ -130,6 +132,7 @@ def make_plan(paradigm: Union[str, type], rule: Union[str, Sequence[str]] = "all
     seed_list = _seed_list(seeds, preset_seeds or cls.default_seeds)
     plan = Plan(cls.name, preset, rules, seed_list, axes, fixed)
     names = list(axes)
+    _check_dims_fixed(cls, fixed, axes)
     index = 0
     for ri, r in enumerate(rules):
         for gi in itertools.product(*[range(len(axes[n])) for n in names]):
@@ -139,6 +142,20 @@ def make_plan(paradigm: Union[str, type], rule: Union[str, Sequence[str]] = "all
                 plan.runs.append(RunSpec(index, r, ri, s, si, tuple(gi), {**fixed, **point}))
                 index += 1
     return plan
+
+
+def _check_dims_fixed(cls, fixed: Mapping[str, Any], axes: Mapping[str, Tuple[Any, ...]]) -> None:
+    """One results file holds one set of paradigm dims: a grid axis may not change them."""
+    paradigm = cls()
+    base = {**fixed, **{k: v[0] for k, v in axes.items()}}
+    reference = {d: list(c) for d, c in paradigm.coords(base).items()}
+    for key, values in axes.items():
+        for value in values[1:]:
+            coords = {d: list(c) for d, c in paradigm.coords({**base, key: value}).items()}
+            if coords != reference:
+                changed = ", ".join(d for d in reference if coords.get(d) != reference[d])
+                raise ValueError(f"grid axis {key}={value!r} changes the paradigm's dims ({changed}); "
+                                 f"run its values as separate commands with --set {key}=...")
 
 
 def resolve_device(requested: str, comm: Communicator) -> torch.device:
@@ -257,7 +274,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     started = time.time()
     path = None
     if write:
-        path = results.default_path(plan.paradigm, results.new_run_id(plan)) if out is None else out
+        path = results.output_path(plan, out)
         error = None
         if comm.is_root:
             try:

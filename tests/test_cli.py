@@ -77,6 +77,9 @@ def test_set_collapses_and_grid_adds_axes(tmp_path):
     (["fear_conditioning", "--preset", "huge"], "huge"),
     (["fear_conditioning", "--device", "tpu"], "tpu"),
     (["fear_conditioning", "--out", "/proc/forbidden/f.nc"], "/proc/forbidden/f.nc"),
+    (["fear_conditioning", "--seeds", "abc"], "'abc'"),
+    (["fear_conditioning", "--sed", "3"], "--sed"),
+    (["fear_conditioning", "--grid", "n_extinction=0,4"], "n_extinction=4"),
 ])
 def test_bad_input_is_one_line_naming_the_value(tmp_path, args, needle):
     res = run_cli(*args, "--quiet", cwd=tmp_path)
@@ -93,3 +96,11 @@ def test_console_script_equals_the_script():
     a = subprocess.run([exe, "--list"], capture_output=True, text=True, env=cli_env())
     b = run_cli("--list")
     assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_out_folder_gets_a_run_id_file(tmp_path):
+    res = run_cli("fear_conditioning", "--preset", "quick", "--seeds", "1", "--quiet", "--no-figure",
+                  "--out", f"{tmp_path / 'new'}{os.sep}")
+    assert res.returncode == 0, res.stderr
+    files = list((tmp_path / "new").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".nc"

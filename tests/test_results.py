@@ -1,5 +1,6 @@
 """The result schema of DESIGN.md: dims, coords, attrs, atomic NetCDF4."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -24,6 +25,9 @@ def test_file_reopens_with_the_same_content(written):
     assert ds.encoding["figure"] == str(out.with_suffix(".png"))
     with open(out, "rb") as f:
         assert f.read(4) == b"\x89HDF"  # NetCDF4 (HDF5 container)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
 
 
 def test_dims_coords_and_units(written):

@@ -121,11 +121,14 @@ class ClosedFormBackend:
         """z of unit 0 for the batch input, cached while its weights and the batch are unchanged."""
         if self.pre[0] is not None:
             return self._linear(bound[0], self.pre[0].forward(x0))
-        # the key holds the tensors themselves (compared by identity), so no id can be reused
-        key = (x0, bound[0][0], bound[0][2])
-        if self._cache_key is None or any(a is not b for a, b in zip(self._cache_key, key)):
+        # The key holds the tensors themselves (compared by identity, so no id can be reused) and
+        # their version counters (so an input buffer or weight changed in place is noticed).
+        tensors = (x0, bound[0][0], bound[0][2])
+        versions = tuple(-1 if t is None else t._version for t in tensors)
+        cached = self._cache_key
+        if cached is None or cached[1] != versions or any(a is not b for a, b in zip(cached[0], tensors)):
             self._cache = self._linear(bound[0], x0)
-            self._cache_key = key
+            self._cache_key = (tensors, versions)
         return self._cache
 
     # -- engine interface ---------------------------------------------------------------------------

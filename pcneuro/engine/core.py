@@ -61,9 +61,10 @@ class Engine:
         for n, p in params.items():
             if tuple(p.shape) != (R, *expected[n]):
                 raise ValueError(f"parameter {n} has shape {tuple(p.shape)}, expected {(R, *expected[n])}")
-        self.params = dict(params)
+        self.masks = weight_masks(spec, first.dtype, first.device)
+        # structural zeros hold from the start, also for fixed (never stepped) layers
+        self.params = {n: p * self.masks[n] if n in self.masks else p for n, p in params.items()}
         self.trainable = spec.trainable_names()
-        self.masks = weight_masks(spec, self.dtype, self.device)
 
         dt, dev = self.dtype, self.device
         self.energy_coef = per_run(config.energy_coef, R, dt, dev)
@@ -116,6 +117,18 @@ class Engine:
                     stacklevel=3,
                 )
 
+    def _check_batch(self, x0: Tensor, y: Tensor) -> None:
+        shared = is_shared_input(self.spec, x0)  # validates the sample shape
+        batch = x0.shape[0] if shared else x0.shape[1]
+        if not shared and x0.shape[0] != self.n_runs:
+            raise ValueError(f"per-run input has {x0.shape[0]} runs, the engine has {self.n_runs}")
+        out = self.spec.layers[self.spec.weight_layer_indices[-1]].out_features
+        ok = (y.ndim == 2 and tuple(y.shape) == (batch, out)) or (
+            y.ndim == 3 and tuple(y.shape) == (self.n_runs, batch, out))
+        if not ok:
+            raise ValueError(f"target of shape {tuple(y.shape)} does not fit [B, out] = [{batch}, {out}] "
+                             f"or [R, B, out] = [{self.n_runs}, {batch}, {out}]")
+
     def forward(self, x0: Tensor) -> Tensor:
         """Plain feed-forward prediction [R, B, out] (value nodes play no part)."""
         return forward(self.spec, self.params, x0)
@@ -136,7 +149,7 @@ class Engine:
         """Train all R runs on one batch: x0 [B, ...] shared or [R, B, ...]; y [B, out] or [R, B, out]."""
         cfg = self.config
         T, L = cfg.T, self.spec.n_weight_layers
-        is_shared_input(self.spec, x0)  # validates the shape
+        self._check_batch(x0, y)
         if cfg.reset_weight_opt_each_batch:
             self.reset_weight_optimizer()
         latents = self.backend.feedforward_latents(self.params, x0)

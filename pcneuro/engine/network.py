@@ -152,9 +152,14 @@ class NetworkSpec:
                 raise ValueError(f"value_nodes must be 'pre', 'post', 'none' or indices, got {self.value_nodes!r}")
         else:
             pos = tuple(int(p) for p in self.value_nodes)
-            if list(pos) != sorted(set(pos)) or any(p < 0 or p >= len(self.layers) - 1 for p in pos):
-                raise ValueError(f"value node positions must be increasing layer indices below the last, got {pos}")
+            last_weight = self.weight_layer_indices[-1]
+            if list(pos) != sorted(set(pos)) or any(p < 0 or p >= last_weight for p in pos):
+                raise ValueError(f"value node positions must be increasing layer indices before the output "
+                                 f"weight layer {last_weight} (the output has no value node), got {pos}")
             object.__setattr__(self, "value_nodes", pos)
+            for seg in self.segments():
+                if not any(is_weight_layer(l) for l in seg):
+                    raise ValueError(f"value nodes {pos} leave a segment without a weight layer")
         if self.node_masks is not None and len(self.node_masks) != len(self.node_positions):
             raise ValueError("node_masks needs one entry per value node")
         if self.input_shape is None:

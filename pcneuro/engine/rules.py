@@ -22,10 +22,10 @@ RULES = ("bp", "pc", "ppc", "rbp")
 
 def build_rule(rule: str, spec: NetworkSpec, config: TrainConfig) -> Tuple[NetworkSpec, TrainConfig]:
     """Adapt ``spec`` and ``config`` (the PC settings) to ``rule``."""
-    if rule == "bp":
-        return spec.without_value_nodes(), replace(config, T=1, weight_steps="last")
+    if rule == "bp":  # no latents: the latent settings, early stop included, do not apply
+        return spec.without_value_nodes(), replace(config, T=1, weight_steps="last", stop_lr=None)
     if rule == "rbp":
-        return spec.without_value_nodes(), replace(config, weight_steps="all")
+        return spec.without_value_nodes(), replace(config, weight_steps="all", stop_lr=None)
     if not spec.has_value_nodes:
         raise ValueError(f"rule {rule!r} needs a network with value nodes")
     if rule == "pc":
