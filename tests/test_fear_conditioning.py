@@ -80,3 +80,35 @@ def test_seeds_pair_rules_and_do_not_depend_on_batching():
 def test_bad_structural_values_fail_with_the_value():
     with pytest.raises(ValueError, match="n_hidden=3"):
         pcneuro.run("fear_conditioning", preset="quick", settings={"n_hidden": 3}, write=False)
+
+
+def _best_affine_fit(last_trial, rule):
+    """§0.4 reference fit: the grid point whose seed means map best (affine) onto the rat data."""
+    from pcneuro import datasets
+    from pcneuro.fits import closed_form_fit
+
+    data = datasets.load("fear_conditioning")["fear_to_N"].mean("subject")
+    data_means = {g: float(data.sel(group=g)) for g in GROUPS}
+    means = last_trial.sel(rule=rule).mean("seed").stack(point=["lr_perception", "lr_mix_L", "lr_mix_N"])
+    fits = []
+    for i in range(means.sizes["point"]):
+        sim = {g: float(means.isel(point=i).sel(group=g)) for g in GROUPS}
+        fit = closed_form_fit(sim, data_means, kind="affine")
+        if not fit.degenerate:
+            fits.append((fit.error, means["point"].values[i], fit))
+    return min(fits, key=lambda f: f[0])
+
+
+def test_fitted_pattern_reproduces_the_published_values(default_grid):
+    """Behaviour spec §1.6: PC ≈ N+ 45.3, LN+ 23-28, LN+,L- 41-44; BP LN+ = LN+,L- ≈ 34.5, N+ ≈ 44.4,
+    with BP's error structurally ½(d̄_{LN+,L-} − d̄_{LN+})² = 149.614."""
+    last = default_grid["fear_to_N"].isel(trial=-1)
+    error, point, pc = _best_affine_fit(last, "pc")
+    assert point == (0.001, 0.001, 1.0)
+    assert abs(pc.fitted["N+"] - 45.3) < 1.5
+    assert 23 <= pc.fitted["LN+"] <= 28 and 41 <= pc.fitted["LN+,L-"] <= 44
+    assert pc.k > 1 and pc.b < 0  # raw outputs near 1: k >> 1, b << 0
+    error_bp, _, bp = _best_affine_fit(last, "bp")
+    assert error_bp == pytest.approx(149.614, abs=1e-3) and error_bp > 50 * error
+    assert bp.fitted["LN+"] == pytest.approx(bp.fitted["LN+,L-"], abs=1e-9)
+    assert bp.fitted["LN+"] == pytest.approx(34.5, abs=0.5) and bp.fitted["N+"] == pytest.approx(44.4, abs=0.5)
