@@ -145,3 +145,115 @@ def test_functional_conv_gradients(placement):
     params, latents, x0, y = setup_point(spec, "ce", seed=7)
     fn = FunctionalBackend(spec, "ce", torch.tensor([0.5, 1.5], dtype=DT), DT, "cpu")
     finite_difference_check(fn, params, latents, x0, y, spec.n_weight_layers, sample=12)
+
+
+# --------------------------------------------------------------------------------------------------
+# latent penalty R(x) = λ Σ|x| and connectivity masks S (engine spec §1.2, §1.3)
+
+L1 = torch.tensor([0.3, 1.1], dtype=DT)
+
+
+def connectivity(n, seed):
+    """A non-symmetric S: the identity plus sparse positive lateral weights."""
+    g = torch.Generator().manual_seed(seed)
+    lateral = torch.rand(n, n, generator=g, dtype=DT) * (torch.rand(n, n, generator=g, dtype=DT) < 0.5)
+    return tuple(map(tuple, (torch.eye(n, dtype=DT) + 0.4 * lateral).tolist()))
+
+
+def central_fd(f, t):
+    """Central differences of f (a function of t giving [R]) with respect to every element of t."""
+    n = t[0].numel()
+    out = torch.zeros(R, n, dtype=DT)
+    for i in range(n):
+        delta = torch.zeros(R, n, dtype=DT)
+        delta[:, i] = H
+        delta = delta.reshape(t.shape)
+        out[:, i] = (f(t + delta) - f(t - delta)) / (2 * H)
+    return out.reshape(t.shape)
+
+
+def reference_objectives(spec, config, params, latents, x0, y):
+    out = []
+    for r in range(R):
+        ref = ReferenceRun(spec, config, {n: p[r] for n, p in params.items()}, run=r)
+        out.append([v.detach() for v in ref.objective([x[r] for x in latents], x0, y[r])])
+    return [torch.stack(v) for v in zip(*out)]  # F, loss, E as [R]
+
+
+@pytest.mark.parametrize("backend_cls", [ClosedFormBackend, FunctionalBackend])
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_latent_l1_gradients(placement, backend_cls):
+    spec = mlp(value_nodes=placement)
+    params, latents, x0, y = setup_point(spec, "sse", seed=11)
+    coef = torch.tensor([0.7, 2.5], dtype=DT)
+    backend = backend_cls(spec, "sse", coef, DT, "cpu", latent_l1=L1)
+    ev = finite_difference_check(backend, params, latents, x0, y, spec.n_weight_layers)
+    # against λ = 0: F gains λΣ|x|, E is unchanged, the latent gradients gain λ·sign(x), weights nothing
+    plain = backend_cls(spec, "sse", coef, DT, "cpu").evaluate(params, latents, x0, y, [True] * spec.n_weight_layers)
+    penalty = L1 * sum(x.abs().sum(dim=(-2, -1)) for x in latents)
+    torch.testing.assert_close(ev.objective, plain.objective + penalty, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ev.energy, plain.energy, rtol=0, atol=0)
+    for g, g0, x in zip(ev.latent_grads, plain.latent_grads, latents):
+        torch.testing.assert_close(g, g0 + L1.reshape(-1, 1, 1) * x.sign(), rtol=1e-12, atol=1e-12)
+    for name in params:
+        torch.testing.assert_close(ev.weight_grads[name], plain.weight_grads[name], rtol=0, atol=0)
+    config = TrainConfig(T=1, weight_opt=SGD(lr=0.1), energy_coef=coef.tolist(), latent_l1=L1.tolist())
+    F_ref, _, E_ref = reference_objectives(spec, config, params, latents, x0, y)
+    torch.testing.assert_close(ev.objective, F_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ev.energy, E_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("placement, loss", [("pre", "sse"), ("post", "ce")])
+def test_connectivity_gradients(placement, loss):
+    """F with masks S (one node with S, one without under 'post'), and with λ ≠ 0, by finite differences;
+    the objective against the reference's direct double sum over (i, j)."""
+    conn = (connectivity(4, 1), connectivity(4, 2) if placement == "pre" else None)
+    spec = mlp(value_nodes=placement, node_connectivity=conn)
+    params, latents, x0, y = setup_point(spec, loss, seed=13)
+    coef = torch.tensor([0.7, 2.5], dtype=DT)
+    fn = FunctionalBackend(spec, loss, coef, DT, "cpu", latent_l1=L1)
+    ev = finite_difference_check(fn, params, latents, x0, y, spec.n_weight_layers)
+    config = TrainConfig(T=1, weight_opt=SGD(lr=0.1), energy_coef=coef.tolist(), latent_l1=L1.tolist(), loss=loss)
+    F_ref, loss_ref, E_ref = reference_objectives(spec, config, params, latents, x0, y)
+    for got, want in ((ev.objective, F_ref), (ev.loss, loss_ref), (ev.energy, E_ref)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_connectivity_node_gradients_match_the_spec_formulas():
+    """The spec's ∂E/∂x = x⊙s − μS and ∂E/∂μ = μ⊙r − xSᵀ for the top node, by central differences
+    of E = Σ_l E_l: no energy above the top node depends on x_top, and (placement A, μ = W f(x₁) + b)
+    ∂E/∂b = Σ_b ∂E/∂μ."""
+    S_top = connectivity(4, 3)
+    spec = mlp(node_connectivity=(connectivity(4, 4), S_top))
+    params, latents, x0, y = setup_point(spec, "sse", seed=17)
+    fn = FunctionalBackend(spec, "sse", torch.ones(R, dtype=DT), DT, "cpu")
+    none = [False] * spec.n_weight_layers
+    S = torch.tensor(S_top, dtype=DT)
+    s, r = S.sum(0), S.sum(1)
+    x1, x = latents
+    mu = torch.tanh(x1) @ params["2.weight"].transpose(1, 2) + params["2.bias"].unsqueeze(1)
+
+    dE_dx = central_fd(lambda v: fn.evaluate(params, [x1, v], x0, y, none).energy, x)
+    torch.testing.assert_close(dE_dx, x * s - mu @ S, rtol=1e-6, atol=1e-7)
+    dE_db = central_fd(lambda b: fn.evaluate({**params, "2.bias": b}, latents, x0, y, none).energy, params["2.bias"])
+    torch.testing.assert_close(dE_db, (mu * r - x @ S.T).sum(dim=1), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_connectivity_identity_is_the_default_energy(placement):
+    """S = I gives exactly the default energy and gradients; a diagonal S = diag(M) gives the mask M."""
+    eye = tuple(map(tuple, torch.eye(4, dtype=DT).tolist()))
+    mask = (1.0, 0.0, 1.0, 1.0)
+    default = mlp(value_nodes=placement, node_masks=(mask, None))
+    diag = tuple(map(tuple, torch.diag(torch.tensor(mask)).tolist()))
+    with_s = mlp(value_nodes=placement, node_connectivity=(diag, eye))
+    params, latents, x0, y = setup_point(default, "sse", seed=19)
+    coef = torch.tensor([0.7, 2.5], dtype=DT)
+    need = [True] * default.n_weight_layers
+    a = FunctionalBackend(default, "sse", coef, DT, "cpu").evaluate(params, latents, x0, y, need)
+    b = FunctionalBackend(with_s, "sse", coef, DT, "cpu").evaluate(params, latents, x0, y, need)
+    assert torch.equal(a.energy, b.energy) and torch.equal(a.objective, b.objective)
+    for ga, gb in zip(a.latent_grads, b.latent_grads):
+        assert torch.equal(ga, gb)
+    for name in params:
+        assert torch.equal(a.weight_grads[name], b.weight_grads[name])

@@ -34,7 +34,7 @@ def mlp(sizes=(4, 5, 4, 3), act="tanh", value_nodes="pre", layer_kw=None, **kw):
     return NetworkSpec(tuple(layers), value_nodes=value_nodes, **kw)
 
 
-def conv_net(value_nodes="pre", pool=None):
+def conv_net(value_nodes="pre", pool=None, **kw):
     layers = [Conv2d(1, 2, 3, padding=1), Activation("tanh")]
     if pool == "max":
         layers.append(MaxPool2d(2))
@@ -42,7 +42,7 @@ def conv_net(value_nodes="pre", pool=None):
         layers.append(AvgPool2d(2))
     side = 3 if pool else 6
     layers += [Flatten(), Linear(2 * side * side, 3)]
-    return NetworkSpec(tuple(layers), value_nodes=value_nodes, input_shape=(1, 6, 6))
+    return NetworkSpec(tuple(layers), value_nodes=value_nodes, input_shape=(1, 6, 6), **kw)
 
 
 def make_batches(spec, n_batches, R, B, per_run_input, loss, seed=0):
@@ -110,6 +110,14 @@ def cfg(**kw):
 ADAM_WD = Adam(lr=[0.01, 0.005], betas=([0.9, 0.8], 0.999), weight_decay=[0.01, 0.0])
 MASK0 = tuple(tuple(float((i + j) % 3 != 0) for j in range(4)) for i in range(5))
 
+
+def connectivity(n, seed=0):
+    """A non-symmetric connectivity mask S: the identity plus sparse positive lateral weights."""
+    g = torch.Generator().manual_seed(seed)
+    lateral = torch.rand(n, n, generator=g, dtype=DT) * (torch.rand(n, n, generator=g, dtype=DT) < 0.3)
+    return tuple(map(tuple, (torch.eye(n, dtype=DT) + 0.3 * lateral).tolist()))
+
+
 CASES = {
     # placements x timings
     "pc-pre": (mlp(), cfg()),
@@ -141,6 +149,15 @@ CASES = {
                      cfg(loss="ce", energy_coef=[0.5, 2.0], weight_steps="all", weight_opt=ADAM_WD)),
     "relu-post-ce": (mlp(act="relu", value_nodes="post"), cfg(loss="ce", energy_coef=0.3)),
     "softplus-no-bias": (mlp(act="softplus", layer_kw={1: {"bias": False}}), cfg(weight_steps="all")),
+    # latent penalty λΣ|x| (per run, one run without it) and connectivity masks S (functional backend only)
+    "latent-l1-pre": (mlp(), cfg(latent_l1=[0.05, 0.2], weight_steps="all")),
+    "latent-l1-post-ce-adapt": (mlp(value_nodes="post"), cfg(loss="ce", latent_l1=[0.0, 0.1], energy_coef=[0.5, 2.0],
+                                                             latent_opt=LatentSGD(lr=[0.3, 1.2]), lr_growth=1.2)),
+    "connectivity-pre": (mlp(node_connectivity=(connectivity(5, 1), connectivity(4, 2))),
+                         cfg(weight_steps="all", energy_coef=[1.0, 0.5])),
+    "connectivity-post-l1": (mlp(value_nodes="post", node_connectivity=(None, connectivity(4, 3))),
+                             cfg(latent_l1=[0.1, 0.02], weight_opt=ADAM_WD, lr_growth=1.1)),
+    "connectivity-conv": (conv_net("pre", node_connectivity=(connectivity(72, 4),)), cfg(T=4, weight_steps="all")),
     # structure: frozen layer, weight mask, per-parameter and elementwise learning rates
     "frozen-mask-param-lr": (
         mlp(layer_kw={0: {"mask": MASK0}, 1: {"trainable": False}}),

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pcneuro.engine import (Activation, Engine, LatentSGD, Linear, NetworkSpec, SGD, TrainConfig, build_rule,
-                            init_params)
+from pcneuro.engine import (Activation, Conv2d, Engine, Flatten, LatentSGD, Linear, NetworkSpec, SGD, TrainConfig,
+                            build_rule, init_params)
 from pcneuro.engine.reference import ReferenceRun
 
 DT = torch.float64
@@ -67,3 +67,57 @@ def test_value_nodes_on_the_output_or_without_a_weight_layer_are_rejected(nodes)
     layers = (Linear(3, 4), Activation("tanh"), Linear(4, 2), Activation("tanh"))
     with pytest.raises(ValueError, match="value node"):
         NetworkSpec(layers, value_nodes=nodes)
+
+
+# --------------------------------------------------------------------------------------------------
+# latent penalty and connectivity masks S
+
+EYE4 = tuple(tuple(float(i == j) for j in range(4)) for i in range(4))
+
+
+def test_negative_latent_l1_is_rejected():
+    with pytest.raises(ValueError, match="latent_l1"):
+        _config(latent_l1=[0.1, -0.2])
+
+
+def test_zero_latent_l1_costs_nothing():
+    """λ = 0 for every run: the backends skip the penalty ops; λ ≠ 0 in any run switches them on."""
+    for backend in ("closed_form", "functional"):
+        assert Engine(SPEC, _config(), init_params(SPEC, [0, 1], dtype=DT), backend).backend.l1 is None
+        engine = Engine(SPEC, _config(latent_l1=[0.0, 0.1]), init_params(SPEC, [0, 1], dtype=DT), backend)
+        assert engine.backend.l1 is not None
+
+
+def test_connectivity_takes_the_functional_backend():
+    spec = NetworkSpec(SPEC.layers, node_connectivity=(EYE4,))
+    assert not spec.is_mlp() and spec.has_connectivity
+    assert NetworkSpec(SPEC.layers, node_connectivity=(None,)).is_mlp()
+    assert spec.without_value_nodes().node_connectivity is None
+    params = init_params(spec, [0], dtype=DT)
+    assert Engine(spec, _config(), params).backend_name == "functional"
+    with pytest.raises(ValueError, match="functional backend"):
+        Engine(spec, _config(), params, backend="closed_form")
+
+
+def test_connectivity_with_node_masks_is_rejected():
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        NetworkSpec(SPEC.layers, node_masks=((1.0, 0.0, 1.0, 1.0),), node_connectivity=(EYE4,))
+
+
+@pytest.mark.parametrize("conn, match", [
+    ((EYE4, EYE4), "one entry per value node"),
+    ((EYE4[:3],), "square"),
+    ((tuple(row[:3] for row in EYE4[:3]),), "the node has 4 units"),
+])
+def test_connectivity_of_the_wrong_shape_is_rejected(conn, match):
+    with pytest.raises(ValueError, match=match):
+        NetworkSpec(SPEC.layers, node_connectivity=conn)
+
+
+def test_connectivity_of_the_wrong_size_on_a_conv_node_is_rejected_when_evaluated():
+    """A conv node's size is known only from the data: the functional backend checks it."""
+    spec = NetworkSpec((Conv2d(1, 2, 3, padding=1), Activation("tanh"), Flatten(), Linear(8, 2)),
+                       node_connectivity=(EYE4,), input_shape=(1, 2, 2))
+    engine = Engine(spec, _config(), init_params(spec, [0], dtype=DT))
+    with pytest.raises(ValueError, match="the node has 8 units"):
+        engine.train_batch(torch.zeros(3, 1, 2, 2, dtype=DT), torch.zeros(3, 2, dtype=DT))

@@ -1,8 +1,9 @@
 """Closed-form objective and gradients for Linear stacks (engine spec §1.3, §4.2 items 1 and 3).
 
 The network is cut into *units*, one weight layer each, with at most one activation before and one
-after it. A unit boundary either carries a value node (a latent x_l with energy ½c·M⊙(x_l − μ_l)²)
-or is a plain pass-through; a net without value nodes is therefore plain BP through the same code.
+after it. A unit boundary either carries a value node (a latent x_l with energy ½c·M⊙(x_l − μ_l)²,
+plus the optional latent penalty λ|x_l|) or is a plain pass-through; a net without value nodes is
+therefore plain BP through the same code. Connectivity masks S need the functional backend.
 One evaluation costs, per unit, one GEMM for μ and one for the error sent down, plus the weight
 gradient GEMM only when the caller asks for it. μ₁ of the first unit (input fixed during a batch) is
 cached until the first weight layer steps.
@@ -52,7 +53,7 @@ class Evaluation:
 
     loss: Optional[Tensor]  # [R]; None when the objective was not asked for
     energy: Optional[Tensor]  # [R], Σ_l E_l unscaled by c
-    objective: Optional[Tensor]  # [R], loss + c·E
+    objective: Optional[Tensor]  # [R], F = loss + c·E + R(x)
     latent_grads: List[Tensor]
     weight_grads: Dict[str, Tensor]
 
@@ -72,7 +73,10 @@ def output_error_only(y_hat: Tensor, y: Tensor, loss: str) -> Tensor:
 
 
 class ClosedFormBackend:
-    def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device):
+    def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device,
+                 latent_l1: Optional[Tensor] = None):
+        if spec.has_connectivity:
+            raise ValueError("connectivity masks S (node_connectivity) need the functional backend")
         self.spec = spec
         self.units = compile_units(spec)
         self.pre = [activations.activation(u.pre_act) if u.pre_act else None for u in self.units]
@@ -81,6 +85,9 @@ class ClosedFormBackend:
         self.c_flat = energy_coef
         self.c = energy_coef.reshape(-1, 1, 1)
         self.c_is_one = bool((energy_coef == 1).all())
+        # latent penalty λ Σ|x| per run ([R]); None when λ = 0 for every run, so it costs nothing
+        self.l1_flat = None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
+        self.l1 = None if self.l1_flat is None else self.l1_flat.reshape(-1, 1, 1)
         node_units = [k for k, u in enumerate(self.units) if u.ends_in_node]
         self.node_of_unit = {k: n for n, k in enumerate(node_units)}
         self.node_masks = [spec.node_mask_tensor(n, dtype, device) for n in range(len(node_units))]
@@ -183,6 +190,8 @@ class ClosedFormBackend:
             for eps, eps_m in eps_pairs.values():  # ½ Σ M⊙ε² with a 0/1 mask M
                 energy = energy + 0.5 * (eps_m * eps).sum(dim=(-2, -1))
             objective = loss + (energy if self.c_is_one else self.c_flat * energy)
+            if self.l1 is not None:
+                objective = objective + self.l1_flat * sum(x.abs().sum(dim=(-2, -1)) for x in latents)
         else:
             e_out = output_error_only(v, y, self.loss)
 
@@ -211,7 +220,9 @@ class ClosedFormBackend:
                 e_in = self.pre[k].backward(e_in, v_in, a)
             if units[k - 1].ends_in_node:
                 n = self.node_of_unit[k - 1]
-                latent_grads[n] = errors[n] - e_in  # ∂F/∂x = e_l − f'(x_l)⊙(e_{l+1}W_{l+1})
+                latent_grads[n] = errors[n] - e_in  # ∂F/∂x = e_l − f'(x_l)⊙(e_{l+1}W_{l+1}) + ∂R/∂x
+                if self.l1 is not None:
+                    latent_grads[n] = latent_grads[n] + self.l1 * latents[n].sign()
                 e = errors[n]
             else:
                 e = e_in

@@ -72,6 +72,10 @@ class TrainConfig:
     {weight layer number 1..L: timing}). ``lr_decay`` d and ``lr_growth`` a drive the latent-rate
     rule: after a latent step at t ≥ 1, η ← η·a if F_t < F_{t−1} else η·d. ``stop_lr`` ends a batch
     early once η ≤ stop_lr. ``energy_coef`` c scales the hidden energies, never the loss.
+    ``latent_l1`` λ ≥ 0 adds the latent penalty R(x) = λ Σ_l Σ |x_l| (summed over batch and units)
+    to F = ℓ + c·Σ E_l + R(x); its gradient λ·sign(x_l) acts on the latents only. F (the recorded
+    ``objective`` and the latent-rate rule) includes R; the recorded ``energy`` does not. λ = 0 for
+    every run (the default) costs nothing.
     ``record``: ``"none"``, ``"last"`` (loss₀ and the pre-step loss/E/F of the last step taken) or
     ``"every"`` (pre-step loss/E/F at every step, [T, R]).
     """
@@ -87,6 +91,7 @@ class TrainConfig:
     weight_step_on_stop: bool = True
     reset_weight_opt_each_batch: bool = False
     energy_coef: PerRun = 1.0
+    latent_l1: PerRun = 0.0
     loss: str = "sse"
     record: str = "last"
 
@@ -112,6 +117,8 @@ class TrainConfig:
             )
         if bool((d <= 0).any()):
             raise ValueError(f"lr_decay must be > 0, got {self.lr_decay!r}")
+        if not bool((torch.as_tensor(self.latent_l1, dtype=torch.float64) >= 0).all()):
+            raise ValueError(f"latent_l1 must be >= 0, got {self.latent_l1!r}")
         compile_timing(self.latent_steps, self.T)  # validate early
 
     def adaptation_possible(self) -> bool:

@@ -44,7 +44,8 @@ class Engine:
 
     ``params``: ``{name: Tensor[R, ...]}`` (see :func:`pcneuro.engine.network.init_params`); the
     engine keeps its own references and replaces them functionally at each weight step.
-    ``backend``: ``"auto"`` (closed form for Linear stacks, ``torch.func`` otherwise),
+    ``backend``: ``"auto"`` (closed form for Linear stacks without connectivity masks S,
+    ``torch.func`` otherwise),
     ``"closed_form"`` or ``"functional"``.
     """
 
@@ -68,6 +69,7 @@ class Engine:
 
         dt, dev = self.dtype, self.device
         self.energy_coef = per_run(config.energy_coef, R, dt, dev)
+        self.latent_l1 = per_run(config.latent_l1, R, dt, dev)
         self.lr_decay = per_run(config.lr_decay, R, dt, dev)
         self.lr_growth = per_run(config.lr_growth, R, dt, dev)
         self.stop_lr = None if config.stop_lr is None else per_run(config.stop_lr, R, dt, dev)
@@ -79,9 +81,9 @@ class Engine:
         if backend == "auto":
             backend = "closed_form" if spec.is_mlp() else "functional"
         if backend == "closed_form":
-            self.backend = ClosedFormBackend(spec, config.loss, self.energy_coef, dt, dev)
+            self.backend = ClosedFormBackend(spec, config.loss, self.energy_coef, dt, dev, self.latent_l1)
         elif backend == "functional":
-            self.backend = FunctionalBackend(spec, config.loss, self.energy_coef, dt, dev)
+            self.backend = FunctionalBackend(spec, config.loss, self.energy_coef, dt, dev, self.latent_l1)
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.backend_name = backend

@@ -135,12 +135,20 @@ class NetworkSpec:
       * a tuple of layer indices: a node on the output of each listed layer.
 
     ``node_masks``: optional per-node 0/1 unit masks M_l (one tuple per node, or None per node).
+    ``node_connectivity``: optional per-node connectivity masks S (engine spec §1.2; one matrix per
+    node, or None per node for the default), giving E_l = ½ Σ_b Σ_ij S_ij (μ_bi − x_bj)². S is
+    n × n over the node's units (μ and x have the same shape; a conv node's units are its flattened
+    C·H·W values). The size is checked here for nodes fed by a Linear layer (n = its out_features)
+    and otherwise when the energy is first evaluated. S needs the general (functional) path, so
+    :meth:`is_mlp` is False once any S is set. S and M are mutually exclusive: setting both
+    ``node_masks`` and ``node_connectivity`` is an error.
     ``input_shape``: the shape of one sample (inferred for nets that start with a Linear layer).
     """
 
     layers: Tuple[Layer, ...]
     value_nodes: Union[str, Tuple[int, ...]] = "pre"
     node_masks: Optional[Tuple[Optional[Tuple[float, ...]], ...]] = None
+    node_connectivity: Optional[Tuple[Optional[Tuple[Tuple[float, ...], ...]], ...]] = None
     input_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
@@ -162,12 +170,39 @@ class NetworkSpec:
                     raise ValueError(f"value nodes {pos} leave a segment without a weight layer")
         if self.node_masks is not None and len(self.node_masks) != len(self.node_positions):
             raise ValueError("node_masks needs one entry per value node")
+        if self.node_connectivity is not None:
+            self._validate_connectivity()
         if self.input_shape is None:
             first = self.layers[0]
             if not isinstance(first, Linear):
                 raise ValueError("input_shape is required unless the first layer is Linear")
             object.__setattr__(self, "input_shape", (first.in_features,))
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+
+    def _validate_connectivity(self) -> None:
+        if self.node_masks is not None:
+            raise ValueError("node_masks (M) and node_connectivity (S) are mutually exclusive; set only one")
+        if len(self.node_connectivity) != len(self.node_positions):
+            raise ValueError("node_connectivity needs one entry per value node")
+        matrices = []
+        for k, S in enumerate(self.node_connectivity):
+            if S is not None:
+                S = tuple(tuple(float(v) for v in row) for row in S)
+                n = len(S)
+                if n == 0 or any(len(row) != n for row in S):
+                    raise ValueError(f"node_connectivity[{k}] must be a square n x n matrix (n_mu = n_x)")
+                width = self._linear_node_width(k)
+                if width is not None and n != width:
+                    raise ValueError(f"node_connectivity[{k}] is {n}x{n}, the node has {width} units")
+            matrices.append(S)
+        object.__setattr__(self, "node_connectivity", tuple(matrices))
+
+    def _linear_node_width(self, k: int) -> Optional[int]:
+        """Units of node k when a Linear layer (then only activations) feeds it, else None."""
+        i = self.node_positions[k]
+        while isinstance(self.layers[i], Activation):
+            i -= 1
+        return self.layers[i].out_features if isinstance(self.layers[i], Linear) else None
 
     # -- structure --------------------------------------------------------------------------------
     @property
@@ -211,7 +246,7 @@ class NetworkSpec:
 
     def without_value_nodes(self) -> "NetworkSpec":
         """The BP baseline: the same layers (same output layer), no value nodes."""
-        return replace(self, value_nodes="none", node_masks=None)
+        return replace(self, value_nodes="none", node_masks=None, node_connectivity=None)
 
     def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
         shapes: Dict[str, Tuple[int, ...]] = {}
@@ -225,8 +260,16 @@ class NetworkSpec:
     def trainable_names(self) -> Tuple[str, ...]:
         return tuple(n for n in self.param_shapes() if self.layers[layer_of(n)].trainable)
 
+    @property
+    def has_connectivity(self) -> bool:
+        """True when some value node has a connectivity mask S."""
+        return self.node_connectivity is not None and any(S is not None for S in self.node_connectivity)
+
     def is_mlp(self) -> bool:
-        """True when every segment is [activation] Linear [activation] (the closed-form path)."""
+        """True when every segment is [activation] Linear [activation] and no node has a
+        connectivity mask S (the closed-form path)."""
+        if self.has_connectivity:
+            return False
         for seg in self.segments_for_units():
             kinds = [type(l) for l in seg]
             lin = [k for k in kinds if k is Linear]
@@ -267,6 +310,11 @@ class NetworkSpec:
         if self.node_masks is None or self.node_masks[k] is None:
             return None
         return torch.tensor(self.node_masks[k], dtype=dtype, device=device)
+
+    def node_connectivity_tensor(self, k: int, dtype, device) -> Optional[Tensor]:
+        if self.node_connectivity is None or self.node_connectivity[k] is None:
+            return None
+        return torch.tensor(self.node_connectivity[k], dtype=dtype, device=device)
 
 
 def layer_of(param_name: str) -> int:

@@ -132,7 +132,10 @@ class ReferenceRun:
                            for m in (spec.node_masks or [None] * (len(cuts) - 2))]
         self.X = timing_set(config.latent_steps, config.T) if len(cuts) > 2 else set()
         self.P = weight_timing_sets(config.weight_steps, config.T, self.L)
+        self.connectivity = [None if spec.node_connectivity is None or S is None else torch.tensor(S, dtype=dtype)
+                             for S in (spec.node_connectivity or [None] * (len(cuts) - 2))]
         self.c = _value(config.energy_coef, run)
+        self.l1 = _value(config.latent_l1, run)
         self.d, self.a = _value(config.lr_decay, run), _value(config.lr_growth, run)
         self.stop_lr = None if config.stop_lr is None else _value(config.stop_lr, run)
         self._make_weight_optimizer()
@@ -190,18 +193,27 @@ class ReferenceRun:
             return self.net(x0)
 
     def objective(self, latents: List[Tensor], x0: Tensor, y: Tensor):
-        """(F, loss, E) with F = ℓ + c·Σ_l E_l, E_l = ½ Σ M_l ⊙ (x_l − μ_l)² (spec §1.2)."""
+        """(F, loss, E) with F = ℓ + c·Σ_l E_l + λ Σ_l Σ|x_l|, E_l = ½ Σ M_l ⊙ (x_l − μ_l)², or with a
+        connectivity mask S, E_l = ½ Σ_b Σ_ij S_ij (μ_bi − x_bj)² (spec §1.2)."""
         h, energy = x0, x0.new_zeros(())
-        for seg, x, mask in zip(self.segments[:-1], latents, self.node_masks):
-            sq = (x - seg(h)) ** 2
-            energy = energy + 0.5 * (sq if mask is None else sq * mask).sum()
+        for seg, x, mask, S in zip(self.segments[:-1], latents, self.node_masks, self.connectivity):
+            mu = seg(h)
+            if S is None:
+                sq = (x - mu) ** 2
+                energy = energy + 0.5 * (sq if mask is None else sq * mask).sum()
+            else:  # every pair (i, j) of units: [B, n_mu, 1] - [B, 1, n_x]
+                diff = mu.flatten(1).unsqueeze(2) - x.flatten(1).unsqueeze(1)
+                energy = energy + 0.5 * (S * diff ** 2).sum()
             h = x
         y_hat = self.segments[-1](h)
         if self.cfg.loss == "sse":
             loss = 0.5 * ((y_hat - y) ** 2).sum()
         else:
             loss = F.cross_entropy(y_hat, y, reduction="sum")  # soft targets: −Σ y log softmax
-        return loss + self.c * energy, loss, energy
+        F_x = loss + self.c * energy
+        if self.l1:
+            F_x = F_x + self.l1 * sum(x.abs().sum() for x in latents)
+        return F_x, loss, energy
 
     # -- the loop of spec §2.3 --------------------------------------------------------------------
     def train_batch(self, x0: Tensor, y: Tensor) -> dict:
