@@ -113,7 +113,7 @@ class FearConditioning(Paradigm):
         H, G = s0["n_hidden"], len(GROUPS)
         n = len(settings)
         R = n * G  # engine runs: run-major, group-minor
-        dt = torch.float64
+        dt = self.torch_dtype()
         spec = self.network(H, s0["fully_connected"])
 
         def expand(key):  # one value per engine run

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default: a GPU if present), cpu, cuda or cuda:I")
     p.add_argument("--out", default=None, metavar="PATH",
                    help="output file, or a folder for <run-id>.nc (default results/<paradigm>/<run-id>.nc)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     return p
@@ -177,6 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
                  device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
+                 deterministic=args.deterministic,
                  command=" ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])]),
                  comm=comm)
     except (ValueError, LookupError) as exc:

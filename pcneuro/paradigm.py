@@ -105,7 +105,8 @@ class Paradigm:
       summary_isel: positions selected from the main measure for the summary (e.g. the last trial);
       figure_x: the dim the summary figure runs along (e.g. ``"trial"``), if any;
       figure_point: the grid point the figure shows where it is in the grid (others are averaged);
-      dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None.
+      dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None;
+      dtype: ``"float64"`` (default; tiny behavioural nets) or ``"float32"`` (benchmarks).
 
     ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
     returns ``{measure: array[n_runs, *measure.dims]}``.
@@ -128,6 +129,12 @@ class Paradigm:
     figure_x: ClassVar[Optional[str]] = None
     figure_point: ClassVar[Dict[str, Any]] = {}
     dataset: ClassVar[Optional[str]] = None
+    dtype: ClassVar[str] = "float64"
+
+    @classmethod
+    def torch_dtype(cls) -> torch.dtype:
+        """The floating-point type ``simulate`` computes in (recorded in the results' attributes)."""
+        return {"float32": torch.float32, "float64": torch.float64}[cls.dtype]
 
     def __init__(self, **overrides: Any):
         self.settings: Dict[str, Any] = {k: h.default for k, h in self.hyperparameters.items()}

@@ -70,6 +70,7 @@ def build_dataset(plan: Plan, arrays: Mapping[str, np.ndarray], meta: Mapping[st
         "title": cls.title,
         "citation": cls.citation,
         "figure": cls.figure,
+        "dtype": cls.dtype,
         "config": plan.to_json(),
         "pcneuro_version": pcneuro.__version__,
         "torch_version": torch.__version__,

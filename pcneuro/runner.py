@@ -49,7 +49,6 @@ class Plan:
     seeds: Tuple[int, ...]
     grid: Dict[str, Tuple[Any, ...]]
     settings: Dict[str, Any]
-    dtype: str = "float64"
     runs: List[RunSpec] = field(default_factory=list)
 
     def config(self) -> Dict[str, Any]:
@@ -217,8 +216,11 @@ def _simulate_share(paradigm: Paradigm, runs: Sequence[RunSpec], device: torch.d
 
 
 def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = None,
-            quiet: bool = True) -> Optional[Dict[str, np.ndarray]]:
-    """Simulate the plan; on rank 0 return {measure: array[rule, seed, *grid, *dims]}, else None."""
+            quiet: bool = True, deterministic: bool = False) -> Optional[Dict[str, np.ndarray]]:
+    """Simulate the plan; on rank 0 return {measure: array[rule, seed, *grid, *dims]}, else None.
+
+    Numerics (engine spec §4.2 item 9): TF32 is off; ``deterministic`` also switches on
+    ``torch.use_deterministic_algorithms`` (CUDA then needs CUBLAS_WORKSPACE_CONFIG, set here)."""
     comm = comm or Communicator(None)
     cls = paradigm_class(plan.paradigm)
     paradigm = cls()
@@ -231,7 +233,15 @@ def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = Non
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         share = deal(plan.runs, comm.rank, comm.size)
-        return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
+        if not deterministic:
+            return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
+        finally:
+            torch.use_deterministic_algorithms(before)
 
     local = guarded(comm, work)
     gathered = comm.gather(local)
@@ -256,7 +266,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         seeds: Union[None, int, Sequence[int]] = None, preset: Optional[str] = None,
         settings: Optional[Mapping[str, Any]] = None, grid: Optional[Mapping[str, Sequence[Any]]] = None,
         device: str = "auto", out: Optional[Union[str, os.PathLike]] = None, write: bool = True,
-        figure: bool = True, quiet: bool = True, command: Optional[str] = None,
+        figure: bool = True, quiet: bool = True, deterministic: bool = False, command: Optional[str] = None,
         comm: Optional[Communicator] = None):
     """Plan, simulate and collect a paradigm's runs; return the xarray.Dataset (on rank 0).
 
@@ -284,7 +294,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         error = comm.bcast(error)
         if error:
             raise ValueError(error)
-    arrays = execute(plan, device=device, comm=comm, quiet=quiet)
+    arrays = execute(plan, device=device, comm=comm, quiet=quiet, deterministic=deterministic)
     if not comm.is_root:
         return None
     finished = time.time()
@@ -296,6 +306,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
         "elapsed_seconds": round(finished - started, 3),
         "tf32": int(torch.backends.cuda.matmul.allow_tf32),
+        "deterministic": int(deterministic or torch.are_deterministic_algorithms_enabled()),
     }
     ds = results.build_dataset(plan, arrays, meta)
     for name, values in arrays.items():

@@ -44,7 +44,8 @@ def test_global_attrs_record_what_ran(written):
     ds, _ = written
     a = ds.attrs
     for key in ("paradigm", "paradigm_version", "config", "command", "pcneuro_version", "git_commit",
-                "torch_version", "device", "mpi_size", "start_time", "end_time", "elapsed_seconds"):
+                "torch_version", "device", "mpi_size", "start_time", "end_time", "elapsed_seconds",
+                "tf32", "deterministic", "dtype"):
         assert key in a, key
     config = json.loads(a["config"])
     assert config["paradigm"] == "fear_conditioning" and config["seeds"] == [0, 1]
@@ -66,3 +67,14 @@ def test_plan_counts_runs():
         pcneuro.make_plan("fear_conditioning", grid={"init_sd": [0.1, 0.1]})
     with pytest.raises(ValueError, match="both fixed"):
         pcneuro.make_plan("fear_conditioning", settings={"init_sd": 0.1}, grid={"init_sd": [0.1, 0.2]})
+
+
+def test_deterministic_mode_is_recorded_and_restored(written):
+    import torch
+
+    ds, _ = written
+    assert ds.attrs["deterministic"] == 0 and ds.attrs["tf32"] == 0
+    det = pcneuro.run("fear_conditioning", preset="quick", seeds=1, device="cpu", write=False, deterministic=True)
+    assert det.attrs["deterministic"] == 1
+    assert not torch.are_deterministic_algorithms_enabled()  # global torch state left as it was
+    np.testing.assert_array_equal(det["fear_to_N"].values, ds["fear_to_N"].sel(seed=[0]).values)
