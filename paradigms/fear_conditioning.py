@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from pcneuro.engine import Engine, LatentSGD, Linear, NetworkSpec, SGD, TrainConfig, build_rule

@@ -7,7 +7,7 @@ import sys
 import pytest
 import xarray as xr
 
-from conftest import ROOT, cli_env, run_cli
+from conftest import cli_env, run_cli
 
 
 def test_help_explains_usage():

@@ -6,7 +6,6 @@ Z-IL (value nodes, η_x0 = 1, c = 1, no adaptation, weight timing P_l = {L − l
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 import torch

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from . import activations
-from .network import Activation, Linear, NetworkSpec
+from .network import Linear, NetworkSpec
 
 Tensor = torch.Tensor
 

@@ -16,7 +16,7 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from .closed_form import Evaluation
-from .network import NetworkSpec, apply_layers, is_shared_input, is_weight_layer
+from .network import NetworkSpec, apply_layers, is_shared_input
 
 Tensor = torch.Tensor
 

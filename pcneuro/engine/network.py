@@ -10,7 +10,7 @@ leading run axis R: seeds and hyperparameter points are stacked into one tensor 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
