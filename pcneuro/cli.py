@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -104,21 +103,20 @@ def info_text(name: str) -> str:
 def summary_text(ds) -> str:
     """The paradigm's main measure per rule and condition: seed mean (± SEM), summarised over the grid."""
     from .registry import paradigm_class
+    from .results import grid_dims as dataset_grid_dims, stack_conditions
 
     cls = paradigm_class(ds.attrs["paradigm"])
     da = ds[cls.main_measure].isel(cls.summary_isel)
-    grid_dims = _grid_dims(ds)
-    seed_mean = da.mean("seed")
+    grid_dims = dataset_grid_dims(ds)
     n_seeds = da.sizes["seed"]
     cond_dims = [d for d in da.dims if d not in ("rule", "seed", *grid_dims)]
-    stacked = seed_mean.stack(_cond=cond_dims) if cond_dims else seed_mean.expand_dims(_cond=[cls.main_measure])
-    labels = [", ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in stacked["_cond"].values]
+    stacked, labels = stack_conditions(da.mean("seed"), cond_dims, cls.main_measure)
     n_points = int(np.prod([ds.sizes[d] for d in grid_dims])) if grid_dims else 1
     where = ", ".join(f"{k}={v}" for k, v in cls.summary_isel.items())
     head = f"{cls.main_measure}" + (f" at {where}" if where else "")
     if n_points == 1:
         sem = (da.std("seed", ddof=1) / np.sqrt(n_seeds)) if n_seeds > 1 else None
-        sem = sem.stack(_cond=cond_dims) if (sem is not None and cond_dims) else sem
+        sem = stack_conditions(sem, cond_dims, cls.main_measure)[0] if sem is not None else None
         title = f"{head}: mean ± SEM over {n_seeds} seed(s)"
     else:
         title = f"{head}: seed mean ({n_seeds} seeds), averaged over {n_points} grid points [min .. max]"
@@ -140,10 +138,6 @@ def summary_text(ds) -> str:
     widths = [max(len(header[i]), *(len(r[i]) for r in cells)) for i in range(len(header))]
     fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths))  # noqa: E731
     return "\n".join([title, fmt(header), *(fmt(r) for r in cells)])
-
-
-def _grid_dims(ds) -> List[str]:
-    return list(json.loads(ds.attrs["config"])["grid"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -187,7 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if not args.quiet:
         print(summary_text(ds))
-    n_runs = ds.sizes["rule"] * ds.sizes["seed"] * int(np.prod([ds.sizes[d] for d in _grid_dims(ds)]))
+    from .results import grid_dims
+
+    n_runs = ds.sizes["rule"] * ds.sizes["seed"] * int(np.prod([ds.sizes[d] for d in grid_dims(ds)]))
     print(f"wrote {ds.encoding['source']} ({n_runs} runs, {ds.attrs['elapsed_seconds']:.1f} s, "
           f"{ds.attrs['device']}, {ds.attrs['mpi_size']} rank(s))")
     if "figure" in ds.encoding:

@@ -7,17 +7,18 @@ paper highlights), and averaged over otherwise; the title says which.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 import xarray as xr
 
+from .results import grid_dims, stack_conditions
+
 
 def _select_grid(ds: xr.Dataset, da: xr.DataArray, figure_point) -> Tuple[xr.DataArray, List[str]]:
     notes = []
-    for axis in json.loads(ds.attrs["config"])["grid"]:
+    for axis in grid_dims(ds):
         values = list(ds[axis].values)
         if len(values) == 1:
             da = da.isel({axis: 0})
@@ -54,14 +55,10 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
     fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.4), sharey=True, squeeze=False)
     for ax, rule in zip(axes[0], rules):
         m, s = mean.sel(rule=rule), sem.sel(rule=rule)
-        if cond_dims:
-            m, s = m.stack(_c=cond_dims), s.stack(_c=cond_dims)
-            labels = [", ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in m["_c"].values]
-        else:
-            m, s = m.expand_dims(_c=[cls.main_measure]), s.expand_dims(_c=[cls.main_measure])
-            labels = [cls.main_measure]
+        m, labels = stack_conditions(m, cond_dims, cls.main_measure)
+        s = stack_conditions(s, cond_dims, cls.main_measure)[0]
         for j, label in enumerate(labels):
-            mj, sj = m.isel(_c=j), s.isel(_c=j)
+            mj, sj = m.isel(_cond=j), s.isel(_cond=j)
             if x_dim:
                 x = ds[x_dim].values
                 ax.plot(x, mj.values, label=label)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -79,6 +79,21 @@ def build_dataset(plan: Plan, arrays: Mapping[str, np.ndarray], meta: Mapping[st
     attrs.update(meta)
     ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
     return ds
+
+
+def grid_dims(ds: xr.Dataset) -> List[str]:
+    """The grid axes of a results dataset, in plan order (from its recorded configuration)."""
+    return list(json.loads(ds.attrs["config"])["grid"])
+
+
+def stack_conditions(da: xr.DataArray, dims: Sequence[str], label: str) -> Tuple[xr.DataArray, List[str]]:
+    """Stack the condition ``dims`` of ``da`` into one ``_cond`` axis with readable labels
+    (``"LN+"``, or ``"a, b"`` for several dims); with no dims, one condition called ``label``."""
+    if not dims:
+        return da.expand_dims(_cond=[label]), [label]
+    stacked = da.stack(_cond=list(dims))
+    labels = [", ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in stacked["_cond"].values]
+    return stacked, labels
 
 
 def _attr(value: Any):

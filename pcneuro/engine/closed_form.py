@@ -67,6 +67,11 @@ def output_error(y_hat: Tensor, y: Tensor, loss: str):
     return -(y * log_p).sum(dim=(-2, -1)), y - log_p.exp()
 
 
+def active_penalty(latent_l1: Optional[Tensor]) -> Optional[Tensor]:
+    """The per-run latent-penalty weights λ [R], or None when λ = 0 for every run (then R(x) costs nothing)."""
+    return None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
+
+
 def output_error_only(y_hat: Tensor, y: Tensor, loss: str) -> Tensor:
     """e_L = −∂ℓ/∂ŷ without the loss value."""
     return y - y_hat if loss == "sse" else y - torch.softmax(y_hat, dim=-1)
@@ -85,8 +90,7 @@ class ClosedFormBackend:
         self.c_flat = energy_coef
         self.c = energy_coef.reshape(-1, 1, 1)
         self.c_is_one = bool((energy_coef == 1).all())
-        # latent penalty λ Σ|x| per run ([R]); None when λ = 0 for every run, so it costs nothing
-        self.l1_flat = None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
+        self.l1_flat = active_penalty(latent_l1)  # λ Σ|x| per run, or None
         self.l1 = None if self.l1_flat is None else self.l1_flat.reshape(-1, 1, 1)
         node_units = [k for k, u in enumerate(self.units) if u.ends_in_node]
         self.node_of_unit = {k: n for n, k in enumerate(node_units)}

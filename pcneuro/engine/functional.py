@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch.func import grad_and_value, vmap
 
-from .closed_form import Evaluation
+from .closed_form import Evaluation, active_penalty
 from .network import NetworkSpec, apply_layers, is_shared_input
 
 Tensor = torch.Tensor
@@ -33,8 +33,7 @@ class FunctionalBackend:
         self.spec = spec
         self.loss = loss
         self.c = energy_coef
-        # latent penalty λ Σ|x| per run ([R]); None when λ = 0 for every run, so it costs nothing
-        self.l1 = None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
+        self.l1 = active_penalty(latent_l1)  # λ Σ|x| per run, or None
         idx = spec.segment_layer_indices()
         self.segments = [[(i, spec.layers[i]) for i in seg] for seg in idx]
         n_nodes = len(self.segments) - 1
