@@ -7,6 +7,20 @@ therefore plain BP through the same code. Connectivity masks S need the function
 One evaluation costs, per unit, one GEMM for μ and one for the error sent down, plus the weight
 gradient GEMM only when the caller asks for it. μ₁ of the first unit (input fixed during a batch) is
 cached until the first weight layer steps.
+
+Output mask (engine spec §1.2 extended): ℓ = ½ Σ m ⊙ (ŷ − y)², or −Σ_b m_b Σ_k y_bk log softmax(ŷ_b)_k
+for cross-entropy (row masks only). The engine hands the backends a *clean* target (masked-out
+entries replaced by 0 with ``torch.where``, so NaN/inf there never reach a sum) and the mask
+expanded to the target's shape.
+
+Tiny networks (``run_last=True``): many stacked runs of nets with a few units per layer (the
+behavioural paradigms: ~10⁴ runs of 2-2-2 nets, batch 1) are bound by per-kernel overheads, not by
+arithmetic. There the backend keeps every run-stacked tensor in a *run-last* memory layout (logical
+shape [R, ...], the run axis physically innermost, see :func:`to_run_last`), so every elementwise op,
+per-run broadcast (η, λ, c) and per-run sum runs over contiguous vectors of length R; each Linear
+contraction is unrolled over its small contraction axis (K ≤ ``UNROLL_K`` multiply-adds) or, when
+that axis is long but the other one short, one multiply-and-sum per output unit. Values are the
+same as the bmm path up to rounding.
 """
 from __future__ import annotations
 
@@ -58,13 +72,57 @@ class Evaluation:
     weight_grads: Dict[str, Tensor]
 
 
-def output_error(y_hat: Tensor, y: Tensor, loss: str):
-    """(per-run loss [R], e_L = −∂ℓ/∂ŷ) for the summed squared error or summed cross-entropy."""
+UNROLL_K = 8  # run-last layout: contractions over at most this many units are unrolled
+_ONES = [[1] * k for k in range(UNROLL_K + 1)]
+# "auto" picks the run-last layout on CPU from this many stacked runs on, for Linear layers with
+# min(in, out) <= 8 and batch * max(in, out) <= 128 (measured by benchmarks/tiny_net_speed.py:
+# 2-2-2 nets at batch 1: even at R = 1024, 1.4x at 4096, 2.2x at 10368; 2-32-2 nets lose at batch 8)
+TINY_MIN_RUNS, TINY_MAX_SHORT, TINY_MAX_WORK = 2048, 8, 128
+
+
+def to_run_last(t: Tensor) -> Tensor:
+    """The same values [R, ...] with the run axis physically innermost (strides (1, ..., R))."""
+    if t.ndim < 2:
+        return t
+    return t.movedim(0, -1).contiguous().movedim(-1, 0)
+
+
+def empty_run_last(shape, like: Tensor) -> Tensor:
+    return torch.empty((*shape[1:], shape[0]), dtype=like.dtype, device=like.device).movedim(-1, 0)
+
+
+def suits_run_last(spec: NetworkSpec, n_runs: int, batch: int, device) -> bool:
+    """Whether the "auto" layout picks run-last: many runs of small Linear layers on the CPU."""
+    if torch.device(device).type != "cpu" or n_runs < TINY_MIN_RUNS:
+        return False
+    sizes = [(l.in_features, l.out_features) for l in spec.layers if isinstance(l, Linear)]
+    return all(min(s) <= TINY_MAX_SHORT and batch * max(s) <= TINY_MAX_WORK for s in sizes)
+
+
+def clean_target(y: Tensor, mask: Optional[Tensor]):
+    """(target with masked-out entries set to 0, mask expanded to that target's shape, or None).
+
+    ``torch.where`` (not a product) removes the masked-out entries, so NaN/inf there are ignored."""
+    if mask is None:
+        return y, None
+    y_clean = torch.where(mask != 0, y, torch.zeros((), dtype=y.dtype, device=y.device))
+    return y_clean, mask.expand(y_clean.shape).contiguous()
+
+
+def output_error(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = None, rsum=None):
+    """(per-run loss [R], e_L = −∂ℓ/∂ŷ) for the summed squared error or summed cross-entropy.
+
+    ``y`` is the clean target and ``mask`` the output mask of :func:`clean_target` (or None);
+    ``rsum`` sums a [R, ...] tensor per run (default: ``sum`` over all other axes)."""
+    rsum = rsum or (lambda t: t.sum(dim=tuple(range(1, t.ndim))))
     if loss == "sse":
-        e = y - y_hat
-        return 0.5 * (e * e).sum(dim=(-2, -1)), e
+        d = y - y_hat
+        e = d if mask is None else mask * d
+        return 0.5 * rsum(d * e), e
     log_p = torch.log_softmax(y_hat, dim=-1)
-    return -(y * log_p).sum(dim=(-2, -1)), y - log_p.exp()
+    if mask is None:
+        return -rsum(y * log_p), y - log_p.exp()
+    return -rsum(mask * y * log_p), mask * (y - log_p.exp())
 
 
 def active_penalty(latent_l1: Optional[Tensor]) -> Optional[Tensor]:
@@ -72,14 +130,15 @@ def active_penalty(latent_l1: Optional[Tensor]) -> Optional[Tensor]:
     return None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
 
 
-def output_error_only(y_hat: Tensor, y: Tensor, loss: str) -> Tensor:
+def output_error_only(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = None) -> Tensor:
     """e_L = −∂ℓ/∂ŷ without the loss value."""
-    return y - y_hat if loss == "sse" else y - torch.softmax(y_hat, dim=-1)
+    e = y - y_hat if loss == "sse" else y - torch.softmax(y_hat, dim=-1)
+    return e if mask is None else mask * e
 
 
 class ClosedFormBackend:
     def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device,
-                 latent_l1: Optional[Tensor] = None):
+                 latent_l1: Optional[Tensor] = None, run_last: bool = False):
         if spec.has_connectivity:
             raise ValueError("connectivity masks S (node_connectivity) need the functional backend")
         self.spec = spec
@@ -94,6 +153,7 @@ class ClosedFormBackend:
         self.l1 = None if self.l1_flat is None else self.l1_flat.reshape(-1, 1, 1)
         node_units = [k for k, u in enumerate(self.units) if u.ends_in_node]
         self.node_of_unit = {k: n for n, k in enumerate(node_units)}
+        self._lowest_node_unit = min(node_units + [len(self.units)])
         self.node_masks = [spec.node_mask_tensor(n, dtype, device) for n in range(len(node_units))]
         self._w_names = [f"{u.layer_index}.weight" for u in self.units]
         self._b_names = [f"{u.layer_index}.bias" if u.bias else None for u in self.units]
@@ -102,6 +162,8 @@ class ClosedFormBackend:
         self._bound: list = []
         self._cache_key = None
         self._cache = None
+        self.run_last = run_last
+        self._ones: Dict[int, Tensor] = {}
 
     # -- plumbing -----------------------------------------------------------------------------------
     def unit_param_names(self, k: int) -> List[str]:
@@ -112,21 +174,93 @@ class ClosedFormBackend:
         return names
 
     def _bind(self, params: Dict[str, Tensor]) -> list:
-        """Per unit (W, Wᵀ view, bias as [R, 1, out] or None), rebuilt only when a parameter changed."""
+        """Per unit (W, Wᵀ view, bias as [R, 1, out] or None, and for the run-last layout the rows
+        of Wᵀ and of W as [R, 1, n] views), rebuilt only when a parameter changed."""
         src = [params[n] for n in self._all_names]
         if len(src) != len(self._bound_src) or not all(map(operator.is_, src, self._bound_src)):
-            self._bound = [(params[w], params[w].transpose(1, 2), params[b].unsqueeze(1) if b else None)
-                           for w, b in zip(self._w_names, self._b_names)]
+            bound = []
+            for w, b in zip(self._w_names, self._b_names):
+                w, w_t = params[w], params[w].transpose(1, 2)
+                rows = (w_t.split(1, dim=1), w.split(1, dim=1)) if self.run_last else (None, None)
+                bound.append((w, w_t, params[b].unsqueeze(1) if b else None, *rows))
+            self._bound = bound
             self._bound_src = src
         return self._bound
 
-    @staticmethod
-    def _linear(bound: tuple, a: Tensor) -> Tensor:
-        _, w_t, b = bound
+    def rsum(self, t: Tensor) -> Tensor:
+        """Per-run sum of a [R, ...] tensor over every other axis: a reduction over outer axes in
+        the run-last layout, else a matrix-vector product with a cached ones vector (a plain
+        ``sum`` over small trailing axes of many runs is several times slower)."""
+        if self.run_last:
+            return t.sum(dim=tuple(range(1, t.ndim)))
+        flat = t.reshape(t.shape[0], -1)
+        ones = self._ones.get(flat.shape[1])
+        if ones is None or ones.dtype != flat.dtype or ones.device != flat.device:
+            ones = self._ones[flat.shape[1]] = torch.ones(flat.shape[1], dtype=flat.dtype, device=flat.device)
+        return torch.mv(flat, ones)
+
+    def _linear(self, bound: tuple, a: Tensor) -> Tensor:
+        """z = a Wᵀ + b for a [R, B, in] or a shared [B, in] batch."""
+        w, w_t, b, w_t_rows, _ = bound
+        if self.run_last:
+            return self._contract(a, w_t_rows, w, b)
         if a.ndim == 3:
             return torch.bmm(a, w_t) if b is None else torch.baddbmm(b, a, w_t)
         z = torch.matmul(a, w_t)  # a shared [B, in] batch
         return z if b is None else z + b
+
+    @staticmethod
+    def _contract(a: Tensor, rows: Sequence[Tensor], m_t: Tensor, base: Optional[Tensor],
+                  sign: int = 1) -> Tensor:
+        """base + sign · a M for the run-last layout, M [R, K, N] given as its K rows ([R, 1, N]
+        views) and as its transpose m_t [R, N, K]: K multiply-adds over [R, B, N] when K is small,
+        else one multiply-and-sum per output unit when N is small, else a batched matmul."""
+        K, N = len(rows), rows[0].shape[-1]
+        if K > UNROLL_K and N > UNROLL_K:  # not a tiny layer: a plain batched product
+            out = torch.matmul(a, m_t.transpose(1, 2))
+            return out if base is None else (base + out if sign == 1 else base - out)
+        if K <= UNROLL_K:
+            cols = a.split_with_sizes(_ONES[K], dim=-1)  # split() has a slow Python wrapper
+            if base is None:
+                out = cols[0] * rows[0] if sign == 1 else cols[0] * rows[0].neg()
+                start = 1
+            else:
+                out, start = base, 0
+            for k in range(start, K):
+                out = torch.addcmul(out, cols[k], rows[k], value=sign)
+            return out
+        lead = a.shape[:-1] if a.ndim == 3 else (m_t.shape[0], *a.shape[:-1])
+        out = empty_run_last((*lead, N), m_t)
+        for j, m_j in enumerate(m_t.split(1, dim=1)):  # [R, 1, K]
+            torch.sum(a * m_j, dim=-1, out=out[..., j])
+        if sign != 1:
+            out = out.neg_()
+        return out if base is None else base + out
+
+    def _down(self, bound: tuple, ez: Tensor, base: Optional[Tensor] = None) -> Tensor:
+        """ez W (the error sent down), or base − ez W when ``base`` is given."""
+        w, w_t, _, _, w_rows = bound
+        if self.run_last:
+            return self._contract(ez, w_rows, w_t, base, sign=1 if base is None else -1)
+        e_in = torch.bmm(ez, w) if ez.ndim == 3 and w.ndim == 3 else torch.matmul(ez, w)
+        return e_in if base is None else base - e_in
+
+    def _weight_grad(self, ez: Tensor, a: Tensor) -> Tensor:
+        """−ezᵀ a summed over the batch, [R, out, in]."""
+        if self.run_last:
+            B = ez.shape[-2]
+            a3 = a if a.ndim == 3 else a.unsqueeze(0)
+            if B == 1:
+                return ez.transpose(1, 2) * a3.neg()
+            if B <= UNROLL_K:
+                ezs, as_ = ez.split(1, dim=1), a3.split(1, dim=1)
+                g = ezs[0].transpose(1, 2) * as_[0].neg()
+                for e_b, a_b in zip(ezs[1:], as_[1:]):
+                    g = torch.addcmul(g, e_b.transpose(1, 2), a_b, value=-1)
+                return g
+        if a.ndim == 2:  # the shared batch input
+            return torch.matmul(ez.transpose(1, 2), a).neg_()
+        return torch.bmm(ez.transpose(1, 2), a).neg_()
 
     def _first_z(self, bound: list, x0: Tensor) -> Tensor:
         """z of unit 0 for the batch input, cached while its weights and the batch are unchanged."""
@@ -158,12 +292,14 @@ class ClosedFormBackend:
         return latents
 
     def evaluate(self, params: Dict[str, Tensor], latents: Sequence[Tensor], x0: Tensor, y: Tensor,
-                 need_weights: Sequence[bool], need_objective: bool = True) -> Evaluation:
+                 need_weights: Sequence[bool], need_objective: bool = True,
+                 output_mask: Optional[Tensor] = None) -> Evaluation:
         """F and its gradients at (latents, params).
 
         Errors are carried with the spec's sign, e = −∂F/∂(unit output), so each hidden layer costs
         one GEMM, one fused activation-derivative product and one subtraction on the way down.
         ``need_objective=False`` skips the loss and energy sums (they are then None).
+        ``y``/``output_mask``: the clean target and expanded mask of :func:`clean_target`.
         """
         units = self.units
         n_units = len(units)
@@ -189,40 +325,46 @@ class ClosedFormBackend:
                 v = out
         loss = energy = objective = None
         if need_objective:
-            loss, e_out = output_error(v, y, self.loss)
-            energy = torch.zeros_like(loss)
+            loss, e_out = output_error(v, y, self.loss, output_mask, self.rsum)
+            energy = None
             for eps, eps_m in eps_pairs.values():  # ½ Σ M⊙ε² with a 0/1 mask M
-                energy = energy + 0.5 * (eps_m * eps).sum(dim=(-2, -1))
+                e_n = 0.5 * self.rsum(eps_m * eps)
+                energy = e_n if energy is None else energy + e_n
+            if energy is None:
+                energy = torch.zeros_like(loss)
             objective = loss + (energy if self.c_is_one else self.c_flat * energy)
             if self.l1 is not None:
-                objective = objective + self.l1_flat * sum(x.abs().sum(dim=(-2, -1)) for x in latents)
+                objective = objective + self.l1_flat * sum(self.rsum(x.abs()) for x in latents)
         else:
-            e_out = output_error_only(v, y, self.loss)
+            e_out = output_error_only(v, y, self.loss, output_mask)
 
         latent_grads: List[Optional[Tensor]] = [None] * len(latents)
         weight_grads: Dict[str, Tensor] = {}
         e = e_out  # −∂F/∂(output of the current unit)
         lowest_needed = min([k for k in range(n_units) if need_weights[k]] + [n_units])
-        lowest_node_unit = min(list(self.node_of_unit) + [n_units])
+        lowest_node_unit = self._lowest_node_unit
         for k in range(n_units - 1, -1, -1):
             u = units[k]
             v_in, a, z, out = saved[k]
             ez = self.post[k].backward(e, z, out) if self.post[k] is not None else e
             if need_weights[k]:
-                if a.ndim == 2:  # the shared batch input
-                    gw = torch.matmul(ez.transpose(1, 2), a)
-                else:
-                    gw = torch.bmm(ez.transpose(1, 2), a)
-                weight_grads[f"{u.layer_index}.weight"] = gw.neg_()
+                weight_grads[f"{u.layer_index}.weight"] = self._weight_grad(ez, a)
                 if u.bias:
                     weight_grads[f"{u.layer_index}.bias"] = ez.sum(dim=1).neg_()
             if k == 0 or (k - 1 < lowest_node_unit and k - 1 < lowest_needed):
                 break  # nothing below needs this error
-            w = bound[k][0]
-            e_in = torch.bmm(ez, w) if ez.ndim == 3 and w.ndim == 3 else torch.matmul(ez, w)
+            below_node = units[k - 1].ends_in_node
+            if below_node and self.pre[k] is None:  # ∂F/∂x = e_l − e_{l+1}W_{l+1} in one pass
+                n = self.node_of_unit[k - 1]
+                latent_grads[n] = self._down(bound[k], ez, errors[n])
+                if self.l1 is not None:
+                    latent_grads[n] = latent_grads[n] + self.l1 * latents[n].sign()
+                e = errors[n]
+                continue
+            e_in = self._down(bound[k], ez)
             if self.pre[k] is not None:
                 e_in = self.pre[k].backward(e_in, v_in, a)
-            if units[k - 1].ends_in_node:
+            if below_node:
                 n = self.node_of_unit[k - 1]
                 latent_grads[n] = errors[n] - e_in  # ∂F/∂x = e_l − f'(x_l)⊙(e_{l+1}W_{l+1}) + ∂R/∂x
                 if self.l1 is not None:

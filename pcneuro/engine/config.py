@@ -78,6 +78,10 @@ class TrainConfig:
     every run (the default) costs nothing.
     ``record``: ``"none"``, ``"last"`` (loss₀ and the pre-step loss/E/F of the last step taken) or
     ``"every"`` (pre-step loss/E/F at every step, [T, R]).
+    ``record_latents``: ``"none"``, ``"last"`` (the latents after the batch's last inference step,
+    one [R, B, *node shape] tensor per value node) or ``"every"`` (also the pre-step latents x⁽ᵗ⁾ at
+    every step, [T, R, B, *node shape] per node). When latents are recorded, the latent step at
+    t = T−1 is taken; with ``"none"`` it is skipped (unobservable, engine spec §2.3).
     """
 
     T: int
@@ -94,6 +98,7 @@ class TrainConfig:
     latent_l1: PerRun = 0.0
     loss: str = "sse"
     record: str = "last"
+    record_latents: str = "none"
 
     def __post_init__(self):
         if not isinstance(self.T, int) or isinstance(self.T, bool) or self.T < 1:
@@ -102,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.record not in RECORD_MODES:
             raise ValueError(f"record must be one of {RECORD_MODES}, got {self.record!r}")
+        if self.record_latents not in RECORD_MODES:
+            raise ValueError(f"record_latents must be one of {RECORD_MODES}, got {self.record_latents!r}")
         if not isinstance(self.weight_opt, (SGD, Adam)):
             raise TypeError(f"weight_opt must be SGD or Adam, got {self.weight_opt!r}")
         if not isinstance(self.latent_opt, (LatentSGD, LatentAdam)):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-from .closed_form import ClosedFormBackend, Evaluation
+from .closed_form import ClosedFormBackend, Evaluation, clean_target, suits_run_last, to_run_last
 from .config import TrainConfig, compile_timing, compile_weight_timing, per_run
 from .functional import FunctionalBackend
 from .network import NetworkSpec, forward, is_shared_input, weight_masks
@@ -28,7 +28,14 @@ class BatchRecord:
 
     ``loss0``: the feed-forward training loss before learning, [R]. With ``record="every"`` the
     ``loss``/``energy``/``objective``/``latent_lr`` fields are [T, R]; with ``"last"`` they are [R]
-    and hold the last step each run took. ``steps`` is the number of steps each run took.
+    and hold the last step each run took. ``steps`` is the number of steps each run took. With an
+    output mask every loss is the masked loss.
+
+    ``latents`` (``record_latents`` "last" or "every"): one tensor [R, B, *node shape] per value
+    node, the latents after the batch's last inference step (a run that stopped early keeps the
+    latents of its stop step). ``latent_trace`` (``"every"``): one tensor [T, R, B, *node shape] per
+    node, the pre-step latents x⁽ᵗ⁾ at which step t's objective is evaluated (after a run's stop,
+    its final latents repeat). A net without value nodes gives empty lists; None when not recorded.
     """
 
     loss0: Optional[Tensor]
@@ -37,6 +44,8 @@ class BatchRecord:
     objective: Optional[Tensor]
     latent_lr: Optional[Tensor]
     steps: Optional[Tensor]
+    latents: Optional[List[Tensor]] = None
+    latent_trace: Optional[List[Tensor]] = None
 
 
 class Engine:
@@ -47,10 +56,16 @@ class Engine:
     ``backend``: ``"auto"`` (closed form for Linear stacks without connectivity masks S,
     ``torch.func`` otherwise),
     ``"closed_form"`` or ``"functional"``.
+    ``layout`` (closed form only): ``"auto"``, ``"run_first"`` (contiguous [R, ...] tensors, bmm) or
+    ``"run_last"`` (the run axis physically innermost, unrolled contractions; see
+    :mod:`pcneuro.engine.closed_form`). ``"auto"`` decides at the first batch: run-last on the CPU
+    for many runs (R ≥ 2048) of nets whose Linear layers have min(in, out) ≤ 8 and
+    B·max(in, out) ≤ 128 (the behavioural paradigms' tiny nets). The layout changes speed only;
+    values agree up to rounding.
     """
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, params: Dict[str, Tensor],
-                 backend: str = "auto"):
+                 backend: str = "auto", layout: str = "auto"):
         self.spec = spec
         self.config = config
         expected = spec.param_shapes()
@@ -74,12 +89,14 @@ class Engine:
         self.lr_growth = per_run(config.lr_growth, R, dt, dev)
         self.stop_lr = None if config.stop_lr is None else per_run(config.stop_lr, R, dt, dev)
         self.adapt = config.adaptation_possible()
-        self.weight_opt = WeightOptimizer(config.weight_opt, self.trainable, expected, R, dt, dev)
-        self.opt_state = self.weight_opt.init_state(self.params)
-        self.latent_opt = LatentOptimizer(config.latent_opt, R, dt, dev)
 
         if backend == "auto":
             backend = "closed_form" if spec.is_mlp() else "functional"
+        if layout not in ("auto", "run_first", "run_last"):
+            raise ValueError(f"layout must be 'auto', 'run_first' or 'run_last', got {layout!r}")
+        self.run_last = False
+        # "auto" is decided at the first batch (it depends on B)
+        self._layout_pending = backend == "closed_form" and layout == "auto"
         if backend == "closed_form":
             self.backend = ClosedFormBackend(spec, config.loss, self.energy_coef, dt, dev, self.latent_l1)
         elif backend == "functional":
@@ -87,6 +104,12 @@ class Engine:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.backend_name = backend
+        self.weight_opt = WeightOptimizer(config.weight_opt, self.trainable, expected, R, dt, dev)
+        self.opt_state = self.weight_opt.init_state(self.params)
+        self.latent_opt = LatentOptimizer(config.latent_opt, R, dt, dev)
+        self.out_features = spec.layers[spec.weight_layer_indices[-1]].out_features
+        if backend == "closed_form" and layout == "run_last":
+            self._use_run_last()
 
         T, L = config.T, spec.n_weight_layers
         self.X = compile_timing(config.latent_steps, T) if spec.has_value_nodes else [False] * T
@@ -119,17 +142,36 @@ class Engine:
                     stacklevel=3,
                 )
 
-    def _check_batch(self, x0: Tensor, y: Tensor) -> None:
+    def _check_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor]) -> None:
         shared = is_shared_input(self.spec, x0)  # validates the sample shape
         batch = x0.shape[0] if shared else x0.shape[1]
         if not shared and x0.shape[0] != self.n_runs:
             raise ValueError(f"per-run input has {x0.shape[0]} runs, the engine has {self.n_runs}")
-        out = self.spec.layers[self.spec.weight_layer_indices[-1]].out_features
+        out = self.out_features
         ok = (y.ndim == 2 and tuple(y.shape) == (batch, out)) or (
             y.ndim == 3 and tuple(y.shape) == (self.n_runs, batch, out))
         if not ok:
             raise ValueError(f"target of shape {tuple(y.shape)} does not fit [B, out] = [{batch}, {out}] "
                              f"or [R, B, out] = [{self.n_runs}, {batch}, {out}]")
+        if output_mask is None:
+            return
+        if not isinstance(output_mask, Tensor) or output_mask.is_complex() or not (
+                output_mask.is_floating_point() or output_mask.dtype == torch.bool):
+            raise ValueError(f"output_mask must be a float or bool tensor, got {type(output_mask).__name__} "
+                             f"{getattr(output_mask, 'dtype', '')}")
+        m = tuple(output_mask.shape)
+        if not ((len(m) == 2 or (len(m) == 3 and m[0] == self.n_runs)) and m[-2] == batch and m[-1] in (out, 1)):
+            raise ValueError(f"output_mask of shape {m} does not fit [B, out|1] = [{batch}, {out}|1] "
+                             f"or [R, B, out|1] = [{self.n_runs}, {batch}, {out}|1]")
+        if self.config.loss == "ce" and m[-1] != 1:
+            raise ValueError(f"cross-entropy takes only a row mask [.., B, 1], got output_mask of shape {m}")
+
+    def _use_run_last(self) -> None:
+        """Move parameters, optimiser state and per-parameter rates to the run-last layout."""
+        self.params = {n: to_run_last(p) for n, p in self.params.items()}
+        self.opt_state = {n: {k: to_run_last(v) for k, v in st.items()} for n, st in self.opt_state.items()}
+        self.weight_opt.lr = {n: to_run_last(v) for n, v in self.weight_opt.lr.items()}
+        self.backend.run_last = self.run_last = True
 
     def forward(self, x0: Tensor) -> Tensor:
         """Plain feed-forward prediction [R, B, out] (value nodes play no part)."""
@@ -147,11 +189,31 @@ class Engine:
             self.params[name] = new
 
     # ----------------------------------------------------------------------------------------------
-    def train_batch(self, x0: Tensor, y: Tensor) -> BatchRecord:
-        """Train all R runs on one batch: x0 [B, ...] shared or [R, B, ...]; y [B, out] or [R, B, out]."""
+    def train_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor] = None) -> BatchRecord:
+        """Train all R runs on one batch.
+
+        ``x0``: [B, ...] shared by all runs or [R, B, ...]; ``y``: [B, out] or [R, B, out].
+        ``output_mask`` (optional, 0/1 or non-negative floats): [B, out] shared by all runs, or
+        [R, B, out] per run; the last axis may be 1 (a per-sample row mask broadcast over the
+        outputs). The loss becomes ℓ = ½ Σ m ⊙ (ŷ − y)², or for cross-entropy (row masks only)
+        −Σ_b m_b Σ_k y_bk log softmax(ŷ_b)_k; masked-out target entries are ignored even when they
+        are NaN/inf. A run whose mask is all zero gets exactly zero gradients.
+        """
         cfg = self.config
         T, L = cfg.T, self.spec.n_weight_layers
-        self._check_batch(x0, y)
+        self._check_batch(x0, y, output_mask)
+        if self._layout_pending:
+            self._layout_pending = False
+            batch = x0.shape[0] if is_shared_input(self.spec, x0) else x0.shape[1]
+            if suits_run_last(self.spec, self.n_runs, batch, self.device):
+                self._use_run_last()
+        if output_mask is not None:
+            output_mask = output_mask.to(dtype=self.dtype, device=self.device)
+        y, output_mask = clean_target(y, output_mask)
+        if self.run_last:  # per-run batch tensors in the backend's layout (one copy per batch)
+            x0, y = (t if t.ndim < 3 else to_run_last(t) for t in (x0, y))
+            if output_mask is not None and output_mask.ndim == 3:
+                output_mask = to_run_last(output_mask)
         if cfg.reset_weight_opt_each_batch:
             self.reset_weight_optimizer()
         latents = self.backend.feedforward_latents(self.params, x0)
@@ -166,6 +228,10 @@ class Engine:
         last = None
         loss0 = None
         steps = torch.zeros(self.n_runs, dtype=torch.long, device=self.device) if record != "none" else None
+        rec_latents = cfg.record_latents
+        trace = [[] for _ in latents] if rec_latents == "every" else None
+        # the latent step at T-1 is unobservable unless the latents are recorded: then skipped
+        last_latent_step = T if rec_latents != "none" else T - 1
         F_prev = None
         ev = None
         stale = True  # whether (latents, params) changed since ev was computed
@@ -173,9 +239,12 @@ class Engine:
         for t in range(T):
             need = self._need[t]
             if stale or (self._need_any[t] and not all(n in ev.weight_grads for n in self._need_names[t])):
-                ev = self.backend.evaluate(self.params, latents, x0, y, need, need_objective)
+                ev = self.backend.evaluate(self.params, latents, x0, y, need, need_objective, output_mask)
                 stale = False
             F_t = ev.objective
+            if trace is not None:
+                for per_node, x in zip(trace, latents):
+                    per_node.append(x)  # latent steps make new tensors: no copy needed
             if record != "none":
                 if t == 0:
                     loss0 = ev.loss.clone()
@@ -189,8 +258,7 @@ class Engine:
                     last = now if last is None or took is None else tuple(
                         torch.where(took, a, b) for a, b in zip(now, last))
             fire = active & (eta <= self.stop_lr) if stopping else None
-            # the latent step at T-1 is unobservable (latents are dropped at batch end): skip it
-            if self.X[t] and latents and t < T - 1:
+            if self.X[t] and latents and t < last_latent_step:
                 eta_b = eta.reshape(-1, *([1] * (latents[0].ndim - 1)))  # shaped once per step
                 latents = [self.latent_opt.step(x, g, eta_b, st, active)
                            for x, g, st in zip(latents, ev.latent_grads, lat_state)]
@@ -211,8 +279,14 @@ class Engine:
             F_prev = F_t
             if stopping:
                 active = active & ~fire
+        lat_out = trace_out = None
+        if rec_latents != "none":
+            lat_out = [x.contiguous() for x in latents]
+            if trace is not None:
+                trace_out = [torch.stack(per_node).contiguous() for per_node in trace]
         if record == "none":
-            return BatchRecord(None, None, None, None, None, None)
+            return BatchRecord(None, None, None, None, None, None, lat_out, trace_out)
         if rec_every:
-            return BatchRecord(loss0, buf["loss"], buf["energy"], buf["objective"], buf["latent_lr"], steps)
-        return BatchRecord(loss0, *last, steps)
+            return BatchRecord(loss0, buf["loss"], buf["energy"], buf["objective"], buf["latent_lr"], steps,
+                               lat_out, trace_out)
+        return BatchRecord(loss0, *last, steps, lat_out, trace_out)

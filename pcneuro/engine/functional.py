@@ -21,10 +21,13 @@ from .network import NetworkSpec, apply_layers, is_shared_input
 Tensor = torch.Tensor
 
 
-def _loss_one_run(y_hat: Tensor, y: Tensor, loss: str) -> Tensor:
+def _loss_one_run(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = None) -> Tensor:
+    """ℓ for one run; ``y`` is the clean target and ``mask`` the expanded output mask (or None)."""
     if loss == "sse":
-        return 0.5 * ((y_hat - y) ** 2).sum()
-    return -(y * torch.log_softmax(y_hat, dim=-1)).sum()
+        sq = (y_hat - y) ** 2
+        return 0.5 * (sq if mask is None else mask * sq).sum()
+    ylp = y * torch.log_softmax(y_hat, dim=-1)
+    return -(ylp if mask is None else mask * ylp).sum()
 
 
 class FunctionalBackend:
@@ -73,7 +76,7 @@ class FunctionalBackend:
             e = e + ((mu * mu) @ r + (x * x) @ s - 2 * ((mu @ o) * x).sum(-1)).sum()
         return 0.5 * e
 
-    def _run_objective(self, grad_params, other_params, latents, x0, y, c, l1):
+    def _run_objective(self, grad_params, other_params, latents, x0, y, c, l1, mask):
         params = {**other_params, **grad_params}
         h = x0  # one run's batch (vmap strips the run axis)
         energy = torch.zeros((), dtype=x0.dtype, device=x0.device)
@@ -81,7 +84,7 @@ class FunctionalBackend:
             energy = energy + self._node_energy(n, apply_layers(seg, params, h), latents[n])
             h = latents[n]
         y_hat = apply_layers(self.segments[-1], params, h)
-        loss = _loss_one_run(y_hat, y, self.loss)
+        loss = _loss_one_run(y_hat, y, self.loss, mask)
         objective = loss + c * energy
         if l1 is not None:  # latent penalty R(x) = λ Σ|x|
             objective = objective + l1 * sum(x.abs().sum() for x in latents)
@@ -100,7 +103,10 @@ class FunctionalBackend:
         return [v.detach().clone() for v in vmap(run, in_dims=(0, None if shared else 0))(params, x0)]
 
     def evaluate(self, params: Dict[str, Tensor], latents: Sequence[Tensor], x0: Tensor, y: Tensor,
-                 need_weights: Sequence[bool], need_objective: bool = True) -> Evaluation:
+                 need_weights: Sequence[bool], need_objective: bool = True,
+                 output_mask: Optional[Tensor] = None) -> Evaluation:
+        """F and its gradients; ``y``/``output_mask`` are the clean target and expanded mask of
+        :func:`pcneuro.engine.closed_form.clean_target`."""
         grad_names = [n for n in params if need_weights[self.unit_of_param[n]] and self._trainable(n)]
         grad_params = {n: params[n] for n in grad_names}
         other = {n: p for n, p in params.items() if n not in grad_params}
@@ -108,8 +114,10 @@ class FunctionalBackend:
         y_dim = None if y.ndim == 2 else 0
         fn = grad_and_value(self._run_objective, argnums=(0, 2), has_aux=True)
         l1_dim = None if self.l1 is None else 0
-        (g_params, g_latents), (objective, (loss, energy)) = vmap(fn, in_dims=(0, 0, 0, x_dim, y_dim, 0, l1_dim))(
-            grad_params, other, list(latents), x0, y, self.c, self.l1)
+        m_dim = None if output_mask is None or output_mask.ndim == 2 else 0
+        (g_params, g_latents), (objective, (loss, energy)) = vmap(
+            fn, in_dims=(0, 0, 0, x_dim, y_dim, 0, l1_dim, m_dim))(
+            grad_params, other, list(latents), x0, y, self.c, self.l1, output_mask)
         return Evaluation(loss, energy, objective, list(g_latents), dict(g_params))
 
     def _trainable(self, name: str) -> bool:

@@ -11,7 +11,7 @@ for run ``run``; parameters are given without the run axis, ``{"<layer index>.we
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -192,9 +192,11 @@ class ReferenceRun:
         with torch.no_grad():
             return self.net(x0)
 
-    def objective(self, latents: List[Tensor], x0: Tensor, y: Tensor):
+    def objective(self, latents: List[Tensor], x0: Tensor, y: Tensor, output_mask: Optional[Tensor] = None):
         """(F, loss, E) with F = ℓ + c·Σ_l E_l + λ Σ_l Σ|x_l|, E_l = ½ Σ M_l ⊙ (x_l − μ_l)², or with a
-        connectivity mask S, E_l = ½ Σ_b Σ_ij S_ij (μ_bi − x_bj)² (spec §1.2)."""
+        connectivity mask S, E_l = ½ Σ_b Σ_ij S_ij (μ_bi − x_bj)² (spec §1.2). With an output mask m
+        ([B, out] or [B, 1]): ℓ = ½ Σ m ⊙ (ŷ − y)², or −Σ_b m_b Σ_k y_bk log softmax(ŷ_b)_k, where
+        masked-out target entries are dropped by ``torch.where`` (NaN there never enters ℓ)."""
         h, energy = x0, x0.new_zeros(())
         for seg, x, mask, S in zip(self.segments[:-1], latents, self.node_masks, self.connectivity):
             mu = seg(h)
@@ -206,17 +208,32 @@ class ReferenceRun:
                 energy = energy + 0.5 * (S * diff ** 2).sum()
             h = x
         y_hat = self.segments[-1](h)
-        if self.cfg.loss == "sse":
-            loss = 0.5 * ((y_hat - y) ** 2).sum()
+        if output_mask is None:
+            if self.cfg.loss == "sse":
+                loss = 0.5 * ((y_hat - y) ** 2).sum()
+            else:
+                loss = F.cross_entropy(y_hat, y, reduction="sum")  # soft targets: −Σ y log softmax
         else:
-            loss = F.cross_entropy(y_hat, y, reduction="sum")  # soft targets: −Σ y log softmax
+            keep = output_mask != 0
+            if self.cfg.loss == "sse":
+                diff = torch.where(keep, y_hat - y, torch.zeros_like(y_hat))
+                loss = 0.5 * (output_mask * diff ** 2).sum()
+            else:
+                assert output_mask.shape[-1] == 1, "cross-entropy takes a row mask only"
+                y_kept = torch.where(keep, y, torch.zeros_like(y))
+                per_sample = -(y_kept * torch.log_softmax(y_hat, dim=-1)).sum(dim=-1, keepdim=True)
+                loss = (output_mask * per_sample).sum()
         F_x = loss + self.c * energy
         if self.l1:
             F_x = F_x + self.l1 * sum(x.abs().sum() for x in latents)
         return F_x, loss, energy
 
     # -- the loop of spec §2.3 --------------------------------------------------------------------
-    def train_batch(self, x0: Tensor, y: Tensor) -> dict:
+    def train_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor] = None) -> dict:
+        """One batch; returns per-step records (lists), ``loss0``, ``steps``, the final latents
+        (``latents``: one [B, *node shape] tensor per value node, after the last latent step taken)
+        and ``latent_trace`` (per node, [steps, B, *node shape]: the latents at which each step's
+        objective was evaluated). ``output_mask``: this run's [B, out] or [B, 1] mask."""
         cfg = self.cfg
         if cfg.reset_weight_opt_each_batch:
             self._make_weight_optimizer()
@@ -235,12 +252,15 @@ class ReferenceRun:
                 lat_opt = torch.optim.Adam(latents, lr=eta, betas=lo.betas, eps=lo.eps)
         adapt = self.d < 1 or self.a > 1
         rec = {"loss": [], "energy": [], "objective": [], "latent_lr": []}
+        trace = [[] for _ in latents]
         F_prev = None
         for t in range(cfg.T):
             self.net.zero_grad(set_to_none=True)
             for x in latents:
                 x.grad = None
-            Fx, loss, energy = self.objective(latents, x0, y)
+            for per_node, x in zip(trace, latents):
+                per_node.append(x.detach().clone())
+            Fx, loss, energy = self.objective(latents, x0, y, output_mask)
             Fx.backward()
             F_t = Fx.item()
             rec["loss"].append(loss.item())
@@ -263,4 +283,6 @@ class ReferenceRun:
                 break
         rec["loss0"] = rec["loss"][0]
         rec["steps"] = len(rec["loss"])
+        rec["latents"] = [x.detach().clone() for x in latents]
+        rec["latent_trace"] = [torch.stack(per_node) for per_node in trace]
         return rec
