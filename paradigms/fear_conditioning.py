@@ -33,7 +33,7 @@ from typing import Any, Dict, Mapping, Sequence
 import torch
 
 from pcneuro.engine import Engine, LatentSGD, Linear, NetworkSpec, SGD, TrainConfig, build_rule
-from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
+from pcneuro.paradigm import FitSpec, Hyper, Measure, Paradigm, Preset, stack_settings
 from pcneuro.registry import register
 
 GROUPS = ("N+", "LN+", "LN+,L-")
@@ -44,6 +44,9 @@ _SCHEDULE = {
     "LN+,L-": ((1, 1), (1, 0)),
 }
 LEARNING_RATES = (1.0, 0.1, 0.01, 0.001)
+INIT_SDS = (0.5, 0.1, 0.05, 0.01)  # the spec's init_sd sweep (§1.3)
+HIDDEN_SIZES = (2, 4, 8, 16)  # the spec's n_hidden sweep (§1.3)
+_LR_GRID = {"lr_perception": LEARNING_RATES, "lr_mix_L": LEARNING_RATES, "lr_mix_N": LEARNING_RATES}
 
 
 @register
@@ -77,6 +80,14 @@ class FearConditioning(Paradigm):
                                        "lr_mix_N": (1.0, 0.01)},
                         doc="8 grid points x 2 seeds, for tests and a first look"),
         "paper": Preset(seeds=100, doc="the published grid (64 lr points) with 100 seeds per point"),
+        "init_sd_sweep": Preset(grid={**_LR_GRID, "init_sd": INIT_SDS},
+                                doc="the lr grid x init_sd in {0.5, 0.1, 0.05, 0.01} (spec §1.3 sweep; "
+                                    "the reference fitted each init_sd separately: see the fit's profile)"),
+        "hidden_sweep": Preset(grid={**_LR_GRID, "n_hidden": HIDDEN_SIZES},
+                               doc="the lr grid x n_hidden in {2, 4, 8, 16} (spec §1.3 sweep)"),
+        "fully_connected": Preset(settings={"fully_connected": True},
+                                  doc="every hidden unit sees both cues (spec §1.3 variant), the lr grid, "
+                                      "both rules and all groups"),
     }
     default_seeds = 8
     measures = {
@@ -88,6 +99,8 @@ class FearConditioning(Paradigm):
     figure_x = "trial"
     figure_point = {"lr_perception": 0.001, "lr_mix_L": 0.001, "lr_mix_N": 1.0}  # the spec's PC config
     dataset = "fear_conditioning"
+    fit = FitSpec(measure="fear_to_N", conditions=("group",), readout="affine", isel={"trial": -1},
+                  dataset="fear_conditioning", search=("lr_perception", "lr_mix_L", "lr_mix_N"))
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:

@@ -9,9 +9,9 @@ backpropagation", Nature Neuroscience 2024.
 """
 __version__ = "0.1.0"
 
-from .paradigm import Hyper, Measure, Paradigm, Preset  # noqa: E402
+from .paradigm import FitSpec, Hyper, Measure, Paradigm, Preset  # noqa: E402
 from .registry import UnknownParadigmError, list_paradigms, make, paradigm_class, register  # noqa: E402
 from .runner import make_plan, run  # noqa: E402
 
-__all__ = ["Hyper", "Measure", "Paradigm", "Preset", "UnknownParadigmError", "list_paradigms", "make",
+__all__ = ["FitSpec", "Hyper", "Measure", "Paradigm", "Preset", "UnknownParadigmError", "list_paradigms", "make",
            "paradigm_class", "register", "make_plan", "run", "__version__"]

@@ -72,11 +72,15 @@ class Hyper:
 
 @dataclass(frozen=True)
 class Measure:
-    """A recorded quantity: its paradigm dims (after the run axis), meaning and units."""
+    """A recorded quantity: its paradigm dims (after the run axis), meaning and units.
+
+    ``nan_is_empty``: NaN marks a cell without events (e.g. a seed that never switched after a
+    punishment), not a diverged run, so the runner's divergence warning ignores it."""
 
     dims: Tuple[str, ...]
     long_name: str
     units: str = "arbitrary units"
+    nan_is_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,39 @@ class Preset:
     settings: Mapping[str, Any] = field(default_factory=dict)
     grid: Optional[Mapping[str, Sequence[Any]]] = None
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """How a paradigm's simulations are fitted to recorded behaviour (specs/behaviour.md §0.4-0.5).
+
+    ``measure``: the measure fitted; ``conditions``: its dims that pair with the data's condition
+    columns (labels must match, e.g. ``("group",)`` or ``("at", "choice")``); ``isel``: positions
+    selected first (e.g. ``{"trial": -1}``); ``readout``: ``"affine"`` (k·m + b) or ``"scale"`` (k·m);
+    ``dataset``: the packaged recorded data (:func:`pcneuro.datasets.load_behaviour`);
+    ``search``: hyperparameters the fit searches (log10, bounded by their grid), default the grid
+    axes; ``count``: a measure holding the number of events behind each seed's value (cells with
+    0 events are NaN and are skipped in seed means; pooled means weight by it);
+    ``reference``: the reference's own fit, the baseline: ``"closed_form"`` (§0.4, on seed means)
+    or ``"pooled_grid"`` (§3.6: a grid search of w·v + b on pooled means, weighted by ``count``).
+    """
+
+    measure: str
+    conditions: Tuple[str, ...]
+    readout: str = "affine"
+    isel: Mapping[str, int] = field(default_factory=dict)
+    dataset: Optional[str] = None
+    search: Optional[Tuple[str, ...]] = None
+    count: Optional[str] = None
+    reference: str = "closed_form"
+
+    def __post_init__(self):
+        if self.readout not in ("affine", "scale"):
+            raise ValueError(f"FitSpec.readout must be 'affine' or 'scale', got {self.readout!r}")
+        if self.reference not in ("closed_form", "pooled_grid"):
+            raise ValueError(f"FitSpec.reference must be 'closed_form' or 'pooled_grid', got {self.reference!r}")
+        if self.reference == "pooled_grid" and self.count is None:
+            raise ValueError("FitSpec.reference='pooled_grid' needs the count measure")
 
 
 ProgressFn = Callable[[int], None]
@@ -106,6 +143,7 @@ class Paradigm:
       figure_x: the dim the summary figure runs along (e.g. ``"trial"``), if any;
       figure_point: the grid point the figure shows where it is in the grid (others are averaged);
       dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None;
+      fit: a :class:`FitSpec` saying how the measure is fitted to recorded data, or None;
       dtype: ``"float64"`` (default; tiny behavioural nets) or ``"float32"`` (benchmarks).
 
     ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
@@ -129,6 +167,7 @@ class Paradigm:
     figure_x: ClassVar[Optional[str]] = None
     figure_point: ClassVar[Dict[str, Any]] = {}
     dataset: ClassVar[Optional[str]] = None
+    fit: ClassVar[Optional[FitSpec]] = None
     dtype: ClassVar[str] = "float64"
 
     @classmethod

@@ -112,3 +112,17 @@ def test_fitted_pattern_reproduces_the_published_values(default_grid):
     assert error_bp == pytest.approx(149.614, abs=1e-3) and error_bp > 50 * error
     assert bp.fitted["LN+"] == pytest.approx(bp.fitted["LN+,L-"], abs=1e-9)
     assert bp.fitted["LN+"] == pytest.approx(34.5, abs=0.5) and bp.fitted["N+"] == pytest.approx(44.4, abs=0.5)
+
+
+def test_spec_sweeps_are_grid_options():
+    """The spec's init_sd, n_hidden and fully connected variants (§1.3) run as grid axes of one file."""
+    ds = pcneuro.run("fear_conditioning", preset="quick", seeds=1, device="cpu", write=False,
+                     grid={"n_hidden": (2, 4), "fully_connected": (False, True), "init_sd": (0.5, 0.01)})
+    f = ds["fear_to_N"]
+    assert f.sizes["n_hidden"] == 2 and f.sizes["fully_connected"] == 2 and f.sizes["init_sd"] == 2
+    assert bool(np.isfinite(f.sel(rule="bp", lr_perception=0.001, lr_mix_L=0.001, lr_mix_N=0.01)).all())
+    # the cue-specific nets keep BP's structural tie; the fully connected ones need not
+    last = f.sel(rule="bp", fully_connected=False).isel(trial=-1)
+    assert float(np.abs(last.sel(group="LN+") - last.sel(group="LN+,L-")).max()) == 0.0
+    for preset in ("init_sd_sweep", "hidden_sweep", "fully_connected"):
+        assert preset in FearConditioning.presets
