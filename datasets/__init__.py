@@ -31,4 +31,4 @@ from .behaviour import (
     read_behaviour_csv,
 )
 
-__all__ = ["available", "load_behaviour", "read_behaviour_csv", "load", "load_csv", "info", "path"]
+__all__ = ["available", "load_behaviour", "read_behaviour_csv", "load", "load_csv", "info", "path", "DATA_DIR"]

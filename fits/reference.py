@@ -13,8 +13,10 @@ in closed form to the per-condition seed means:
   :meth:`ClosedFormFit.predict`); fitted SEM ``k·S̄`` with the signed k;
 * §0.4.6 — ``E = Σ_c(k·m̄_c + b − d̄_c)²`` (no ½).
 
-The lmfit fitting of §0.5 reproduces these numbers first (relative tolerance 1e-9); the
-best-config selection of §0.4.7 is not here.
+It also holds the best-config selection of §0.4.7 (:func:`select_best`, with the project's
+default tie handling of §0.5 and §1.7) and the reversal-learning grid fit of §3.6
+(:func:`reversal_reference_fit`, :data:`REVERSAL_REFERENCE_MAPS`). The lmfit fitting of §0.5
+(:mod:`pcneuro.fits.readout`) reproduces these numbers first (relative tolerance 1e-9).
 
 >>> fit = closed_form_fit({"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 5.0})
 >>> (fit.k, fit.b, fit.error)
@@ -28,7 +30,12 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-__all__ = ["ClosedFormFit", "closed_form_fit", "seed_stats", "condition_stats"]
+__all__ = [
+    "ClosedFormFit", "closed_form_fit", "seed_stats", "condition_stats",
+    "Selection", "select_best",
+    "ReversalFit", "REVERSAL_REFERENCE_MAPS", "reversal_grid", "reversal_reference_fit",
+    "apply_reversal_map",
+]
 
 
 @dataclass(frozen=True)
@@ -217,3 +224,200 @@ def condition_stats(measure, condition_dim: str, seed_dim: str = "seed") -> tupl
         mean, sem = seed_stats(measure.sel({condition_dim: label}).transpose(seed_dim).values)
         means[label], sems[label] = mean, sem
     return means, sems
+
+
+# --------------------------------------------------------------------------- §0.4.7 selection
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Best setting of a table of settings (:func:`select_best`, §0.4.7).
+
+    Attributes
+    ----------
+    index
+        The selected setting (position in table order).
+    error
+        Its E.
+    ties
+        Settings whose E ties with the minimum (compat: exactly equal; project: within ``rtol``),
+        in table order, ``index`` included.
+    remaining
+        Those of ``ties`` that also tie on the tie-break key (compat: signed fitted SEM, exact;
+        project: |fitted SEM| within ``rtol``), ``index`` included: the ties the rule could not
+        resolve, settled by table order and to be **reported** (§1.7 item 1).
+    is_tie
+        ``len(ties) > 1``: the minimum of E alone did not pick the setting.
+    mode
+        ``"project"`` or ``"compat"``.
+    """
+
+    index: int
+    error: float
+    ties: tuple
+    remaining: tuple
+    is_tie: bool
+    mode: str
+
+    @property
+    def unresolved(self) -> bool:
+        """True when several settings remain tied after the tie-break."""
+        return len(self.remaining) > 1
+
+
+def _select_rows(errors: np.ndarray, fitted_sems, compat: bool, rtol: float):
+    """Vectorised §0.4.7 over rows: ``errors`` [B, S], ``fitted_sems`` [B, S] or None.
+
+    Returns ``(best [B] int, -1 where every E is NaN; ties [B, S] bool; remaining [B, S] bool)``.
+    NaN (and +inf) errors never win; NaN fitted SEMs lose every tie-break.
+    """
+    e = np.where(np.isnan(errors), np.inf, errors)
+    mn = e.min(axis=1, keepdims=True)
+    valid = np.isfinite(mn)
+    if compat:
+        ties = (e == mn) & valid
+    else:
+        with np.errstate(invalid="ignore"):
+            ties = (e - mn <= rtol * np.abs(mn)) & np.isfinite(e) & valid
+    if fitted_sems is None:
+        remaining = ties
+    else:
+        key = np.asarray(fitted_sems, dtype=np.float64)
+        key = np.broadcast_to(key if compat else np.abs(key), e.shape)
+        key = np.where(np.isnan(key), np.inf, key)
+        masked = np.where(ties, key, np.inf)
+        kmin = masked.min(axis=1, keepdims=True)
+        if compat:
+            close = masked == kmin
+        else:
+            with np.errstate(invalid="ignore"):
+                close = masked - kmin <= rtol * np.abs(kmin)
+        # every tied key NaN → nothing to break the tie with: all ties remain
+        remaining = np.where(np.isfinite(kmin), ties & close, ties)
+    best = np.where(valid[:, 0], np.argmax(remaining, axis=1), -1)
+    return best, ties, remaining
+
+
+def select_best(errors, fitted_sems=None, compat: bool = False, rtol: float = 1e-9) -> Selection:
+    """Best setting over a 1-D table of settings (§0.4.7; project policy §0.5, §1.7).
+
+    ``errors`` [S]: E (or χ²) per setting in table order; NaN never wins. ``fitted_sems`` [S]:
+    the signed fitted SEM k·S̄ per setting (§0.4.5), or None (ties then go to table order).
+
+    * ``compat=True`` (the reference): minimal E by exact equality, then the minimal **signed**
+      fitted SEM (a negative k wins), then the first in table order.
+    * default (project): settings whose E agree with the minimum within ``rtol`` (relative) are
+      ties; among them the minimal ``|k|·S̄`` = |fitted SEM| (within ``rtol``); remaining ties
+      go to the first in table order and are reported in :attr:`Selection.remaining`.
+
+    Raises ``ValueError`` if ``errors`` is not 1-D or every E is NaN.
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0:
+        raise ValueError(f"errors must be a non-empty 1-D array over settings, got shape {e.shape}")
+    sems = None
+    if fitted_sems is not None:
+        sems = np.asarray(fitted_sems, dtype=np.float64)
+        if sems.shape != e.shape:
+            raise ValueError(f"fitted_sems shape {sems.shape} differs from errors shape {e.shape}")
+        sems = sems[None, :]
+    if not rtol >= 0.0:
+        raise ValueError(f"rtol must be >= 0, got {rtol!r}")
+    best, ties, remaining = _select_rows(e[None, :], sems, compat, rtol)
+    index = int(best[0])
+    if index < 0:
+        raise ValueError("no setting has a finite error (all E are NaN)")
+    tie_idx = tuple(int(i) for i in np.flatnonzero(ties[0]))
+    rem_idx = tuple(int(i) for i in np.flatnonzero(remaining[0]))
+    return Selection(index=index, error=float(e[index]), ties=tie_idx, remaining=rem_idx,
+                     is_tie=len(tie_idx) > 1, mode="compat" if compat else "project")
+
+
+# --------------------------------------------------------------------------- §3.6 reversal grid
+
+#: The reversal-learning maps (w, b) actually applied in the reference (§3.6), hard-coded there.
+REVERSAL_REFERENCE_MAPS = {"pc": (5.06, -0.30), "bp": (33.3, -0.41)}
+
+# Grids of §3.6 as (w0_num, w_den, n_w, b0_num, b_den, n_b): w_i = (w0_num + i)/w_den etc.
+_REVERSAL_GRIDS = {
+    "pc": (500, 100, 21, -40, 100, 20),   # w = 5.00 + 0.01 i, b = -0.40 + 0.01 j
+    "bp": (300, 10, 40, -50, 100, 20),    # w = 30.0 + 0.1 i,  b = -0.50 + 0.01 j
+}
+
+
+def _rule(rule: str) -> str:
+    key = str(rule).lower()
+    if key not in _REVERSAL_GRIDS:
+        raise ValueError(f"rule must be 'pc' or 'bp', got {rule!r}")
+    return key
+
+
+def reversal_grid(rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """The §3.6 grids (w [n_w], b [n_b]) of ``rule``, built by integer index: each value is the
+    double nearest the decimal (PC w_i = 5.00 + 0.01·i computed as (500 + i)/100), so no
+    rounding accumulates and the reference maps lie exactly on the grid."""
+    w0, wd, nw, b0, bd, nb = _REVERSAL_GRIDS[_rule(rule)]
+    return (w0 + np.arange(nw)) / wd, (b0 + np.arange(nb)) / bd
+
+
+@dataclass(frozen=True)
+class ReversalFit:
+    """Result of :func:`reversal_reference_fit` (§3.6).
+
+    ``w``, ``b``: the grid optimum (grid indices ``i``, ``j``); ``error`` = ½Σ(w·v + b − d)²;
+    ``fitted`` [4]; ``errors`` [n_w, n_b] over the whole grid; ``on_edge``: the optimum lies on
+    the grid edge (``edge`` names which: ``"w_min"``, ``"w_max"``, ``"b_min"``, ``"b_max"``),
+    so the hand-set range may have cut off the true optimum; ``n_ties``: grid points with the
+    same minimal error (the first in (i, j) order is returned).
+    """
+
+    rule: str
+    w: float
+    b: float
+    error: float
+    i: int
+    j: int
+    on_edge: bool
+    edge: tuple
+    n_ties: int
+    fitted: np.ndarray = field(repr=False)
+    errors: np.ndarray = field(repr=False)
+
+
+def reversal_reference_fit(values, data, rule: str) -> ReversalFit:
+    """Grid-search the reversal read-out ``ŷ = w·v + b`` (§3.6) on the pooled cell means.
+
+    ``values`` [4]: the simulated pooled cell means v; ``data`` [4]: the recorded cell means d,
+    paired position by position. Error ``½Σ_4(ŷ − d)²`` at every point of the ``rule``'s grid
+    (:func:`reversal_grid`); returns the minimum (first in (i, j) order on exact ties).
+    """
+    key = _rule(rule)
+    v = np.asarray(values, dtype=np.float64)
+    d = np.asarray(data, dtype=np.float64)
+    if v.shape != (4,) or d.shape != (4,):
+        raise ValueError(f"values and data must each hold the 4 cell means, got shapes {v.shape} and {d.shape}")
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
+        raise ValueError(f"non-finite cell mean in values {v.tolist()} or data {d.tolist()}")
+    w_grid, b_grid = reversal_grid(key)
+    pred = w_grid[:, None, None] * v + b_grid[None, :, None]        # [n_w, n_b, 4]
+    errors = 0.5 * ((pred - d) ** 2).sum(axis=-1)
+    flat = int(np.argmin(errors))
+    i, j = divmod(flat, b_grid.size)
+    edge = tuple(name for name, hit in (("w_min", i == 0), ("w_max", i == w_grid.size - 1),
+                                        ("b_min", j == 0), ("b_max", j == b_grid.size - 1)) if hit)
+    w, b = float(w_grid[i]), float(b_grid[j])
+    return ReversalFit(rule=key, w=w, b=b, error=float(errors[i, j]), i=i, j=j,
+                       on_edge=bool(edge), edge=edge, n_ties=int(np.sum(errors == errors[i, j])),
+                       fitted=w * v + b, errors=errors)
+
+
+def apply_reversal_map(values, rule: str, maps=None):
+    """``w·values + b`` with the reference map of ``rule`` (:data:`REVERSAL_REFERENCE_MAPS`, or
+    ``maps`` = {rule: (w, b)}, e.g. from :func:`reversal_reference_fit`). Accepts scalars,
+    arrays or xarray objects."""
+    key = _rule(rule)
+    table = REVERSAL_REFERENCE_MAPS if maps is None else {str(r).lower(): m for r, m in maps.items()}
+    if key not in table:
+        raise ValueError(f"no map for rule {rule!r} in {sorted(table)}")
+    w, b = table[key]
+    return w * values + b

@@ -15,6 +15,13 @@ examples:
   run_paradigm.py fear_conditioning --preset quick         a small, fast version
   run_paradigm.py fear_conditioning --set lr_mix_N=1.0 --grid init_sd=0.5,0.1,0.01
   mpiexec -n 2 run_paradigm.py fear_conditioning           runs dealt over two MPI ranks
+  run_paradigm.py fear_conditioning --fit                  PC and BP fitted to the rat data
+  run_paradigm.py sensorimotor_adaptation --fit --data my.csv   fitted to your own data
+
+--fit screens the grid (both rules), refines the best settings in log10, reruns the finalists on
+fresh seeds (>= 100, --confirm-seeds), fits the read-out with lmfit, bootstraps the seeds, prints the
+report (fitted values, chi2, AIC, BIC, PC vs BP) and stores the fit in the same NetCDF file, with a
+figure <run-id>-fit.png. Data files: docs/data_format.md.
 
 Results are written as NetCDF4 to results/<paradigm>/<run-id>.nc (or --out) with dims rule, seed,
 one per grid axis, then the paradigm's own; open them with xarray.open_dataset. A summary figure
@@ -54,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    f = p.add_argument_group("fitting to recorded behaviour (--fit)")
+    f.add_argument("--fit", action="store_true",
+                   help="simulate every rule, fit the read-out to recorded data and compare the rules")
+    f.add_argument("--data", metavar="FILE.csv", default=None,
+                   help="your own recorded data (default: the paradigm's packaged data); see docs/data_format.md")
+    f.add_argument("--confirm-seeds", type=int, default=100, metavar="N",
+                   help="fresh seeds the finalists are rerun with (default 100; 0 reports the screen)")
+    f.add_argument("--refine-rounds", type=int, default=2, metavar="N",
+                   help="rounds of the log10 population search around the best settings (default 2)")
+    f.add_argument("--population", type=int, default=32, metavar="N", help="settings per refinement round (32)")
+    f.add_argument("--finalists", type=int, default=4, metavar="N", help="settings per rule rerun to confirm (4)")
+    f.add_argument("--bootstrap", type=int, default=200, metavar="N", help="seed-bootstrap resamples (200)")
+    f.add_argument("--fit-compat", action="store_true",
+                   help="the reference's signed-k tie-break in the baseline fit (behaviour spec §0.4.7)")
     return p
 
 
@@ -168,14 +189,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return fail(f"--seeds {args.seeds}: need at least 1 seed")
         settings = _pairs(args.settings, "--set")
         grid = {k: [v.strip() for v in vals.split(",")] for k, vals in _pairs(args.grid, "--grid").items()}
+        command = " ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])])
+        if args.data is not None and not args.fit:
+            return fail("--data needs --fit")
+        if args.fit:
+            return _fit_main(args, settings, grid, command, comm)
         from .runner import run
 
         ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
                  device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
-                 deterministic=args.deterministic,
-                 command=" ".join(["run_paradigm.py", *(argv if argv is not None else sys.argv[1:])]),
-                 comm=comm)
-    except (ValueError, LookupError) as exc:
+                 deterministic=args.deterministic, command=command, comm=comm)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
         return fail(str(exc))
     if ds is None:  # not rank 0
         return 0
@@ -188,6 +212,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{ds.attrs['device']}, {ds.attrs['mpi_size']} rank(s))")
     if "figure" in ds.encoding:
         print(f"figure {ds.encoding['figure']}")
+    return 0
+
+
+def _fit_main(args, settings, grid, command, comm) -> int:
+    from pcneuro.fits.search import SearchConfig
+    from pcneuro.fits.workflow import fit_paradigm
+
+    config = SearchConfig(refine_rounds=args.refine_rounds, population=args.population, finalists=args.finalists,
+                          confirm_seeds=args.confirm_seeds, n_boot=args.bootstrap, compat=args.fit_compat)
+    ds, report = fit_paradigm(args.name, data=args.data, rule=args.rule, seeds=args.seeds, preset=args.preset,
+                              settings=settings, grid=grid, config=config, device=args.device, out=args.out,
+                              figure=not args.no_figure, quiet=args.quiet, deterministic=args.deterministic,
+                              command=command, comm=comm)
+    if ds is None:
+        return 0
+    print(report.table())
+    print(f"wrote {ds.encoding['source']} (fit in {ds.attrs['fit_elapsed_seconds']:.1f} s, {ds.attrs['device']}, "
+          f"{ds.attrs['mpi_size']} rank(s))")
+    for key in ("figure", "fit_figure"):
+        if key in ds.encoding:
+            print(f"figure {ds.encoding[key]}")
     return 0
 
 

@@ -52,7 +52,8 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
     sem = da.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
     cond_dims = [d for d in mean.dims if d not in ("rule", x_dim)]
     rules = list(ds["rule"].values)
-    fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.4), sharey=True, squeeze=False)
+    # each rule on its own scale: the rules' raw outputs can differ by orders of magnitude
+    fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.4), squeeze=False)
     for ax, rule in zip(axes[0], rules):
         m, s = mean.sel(rule=rule), sem.sel(rule=rule)
         m, labels = stack_conditions(m, cond_dims, cls.main_measure)
@@ -66,20 +67,28 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
             else:
                 ax.bar(j, float(mj), yerr=float(sj), capsize=3, label=label)
         if not x_dim:
-            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xticks(range(len(labels)), [label.replace(", ", "\n") for label in labels])
         ax.set_title(str(rule).upper())
         ax.set_xlabel(x_dim or "")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(measure.attrs.get("long_name", cls.main_measure).split(":")[0])
+    for ax in axes[0]:
+        ax.set_ylabel(measure.attrs.get("long_name", cls.main_measure).split(":")[0])
     if x_dim:
         axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"{cls.title}\n{', '.join(notes) or 'single setting'}; mean ± SEM over {n_seeds} seeds",
                  fontsize=9)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Save ``fig`` as a PNG atomically (temporary file, then rename) and close it; return the path."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=120)
         tmp.replace(path)
     finally:
         plt.close(fig)

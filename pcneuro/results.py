@@ -152,6 +152,22 @@ def check_writable(path: Path) -> None:
             p.rmdir()
 
 
+def prepare_output(plan: Plan, out, comm) -> Path:
+    """The output path of a plan, checked writable on rank 0 before any simulation; every rank gets
+    the same path or the same ``ValueError``."""
+    path = output_path(plan, out)
+    error = None
+    if comm.is_root:
+        try:
+            check_writable(path)
+        except ValueError as exc:
+            error = str(exc)
+    error = comm.bcast(error)
+    if error:
+        raise ValueError(error)
+    return Path(comm.bcast(str(path)))
+
+
 def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)

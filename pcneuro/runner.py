@@ -215,14 +215,9 @@ def _simulate_share(paradigm: Paradigm, runs: Sequence[RunSpec], device: torch.d
     return results
 
 
-def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = None,
-            quiet: bool = True, deterministic: bool = False) -> Optional[Dict[str, np.ndarray]]:
-    """Simulate the plan; on rank 0 return {measure: array[rule, seed, *grid, *dims]}, else None.
-
-    Numerics (engine spec §4.2 item 9): TF32 is off; ``deterministic`` also switches on
-    ``torch.use_deterministic_algorithms`` (CUDA then needs CUBLAS_WORKSPACE_CONFIG, set here)."""
-    comm = comm or Communicator(None)
-    cls = paradigm_class(plan.paradigm)
+def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator, quiet: bool,
+                  deterministic: bool) -> Optional[Dict[int, Dict[str, np.ndarray]]]:
+    """Simulate ``runs`` dealt over the ranks; on rank 0 return {run index: {measure: array}}, else None."""
     paradigm = cls()
 
     def work():
@@ -232,7 +227,7 @@ def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = Non
         if dev.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        share = deal(plan.runs, comm.rank, comm.size)
+        share = deal(runs, comm.rank, comm.size)
         if not deterministic:
             return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -247,19 +242,65 @@ def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = Non
     gathered = comm.gather(local)
     if not comm.is_root:
         return None
-    by_index = {i: m for part in gathered for i, m in part}
-    shape = (len(plan.rules), len(plan.seeds), *[len(v) for v in plan.grid.values()])
+    return {i: m for part in gathered for i, m in part}
+
+
+def _assemble(cls, runs: Sequence[RunSpec], by_index, shape: Tuple[int, ...], position) -> Dict[str, np.ndarray]:
+    """Full arrays ``shape + measure shape`` from per-run results, ``position(run)`` its lead index."""
     arrays: Dict[str, np.ndarray] = {}
     for name in cls.measures:
-        sample = by_index[0][name]
+        sample = by_index[runs[0].index][name]
         full = np.empty(shape + sample.shape, dtype=sample.dtype)
-        for r in plan.runs:
+        for r in runs:
             value = by_index[r.index][name]
             if value.shape != sample.shape:
                 raise RuntimeError(f"measure {name!r} changes shape between runs ({sample.shape} vs {value.shape})")
-            full[(r.rule_index, r.seed_index, *r.grid_index)] = value
+            full[position(r)] = value
         arrays[name] = full
     return arrays
+
+
+def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = None,
+            quiet: bool = True, deterministic: bool = False) -> Optional[Dict[str, np.ndarray]]:
+    """Simulate the plan; on rank 0 return {measure: array[rule, seed, *grid, *dims]}, else None.
+
+    Numerics (engine spec §4.2 item 9): TF32 is off; ``deterministic`` also switches on
+    ``torch.use_deterministic_algorithms`` (CUDA then needs CUBLAS_WORKSPACE_CONFIG, set here)."""
+    comm = comm or Communicator(None)
+    cls = paradigm_class(plan.paradigm)
+    by_index = _execute_runs(cls, plan.runs, device, comm, quiet, deterministic)
+    if by_index is None:
+        return None
+    shape = (len(plan.rules), len(plan.seeds), *[len(v) for v in plan.grid.values()])
+    return _assemble(cls, plan.runs, by_index, shape, lambda r: (r.rule_index, r.seed_index, *r.grid_index))
+
+
+def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapping[str, Any]],
+                    seeds: Sequence[int], device: str = "auto", comm: Optional[Communicator] = None,
+                    quiet: bool = True, deterministic: bool = False) -> Optional[Dict[str, np.ndarray]]:
+    """Simulate arbitrary settings (not a grid) of one rule: ``points`` are complete or partial
+    settings (missing keys take the defaults), each run for every seed. Runs that share the
+    structural settings share one engine program, as in :func:`execute`. On rank 0 returns
+    {measure: array[point, seed, *dims]}, else None. Used by the fitting layer's searches."""
+    comm = comm or Communicator(None)
+    cls = paradigm_class(paradigm) if isinstance(paradigm, str) else paradigm
+    rules = _rule_list(cls, rule)
+    if len(rules) != 1:
+        raise ValueError(f"simulate_points takes one rule, got {rule!r}")
+    seed_list = _seed_list(list(seeds), cls.default_seeds)
+    defaults = {k: h.default for k, h in cls.hyperparameters.items()}
+    runs: List[RunSpec] = []
+    for pi, point in enumerate(points):
+        settings = {**defaults, **cls.validate(point)}
+        cls.check_settings(settings)
+        for si, s in enumerate(seed_list):
+            runs.append(RunSpec(len(runs), rules[0], 0, s, si, (pi,), settings))
+    if not runs:
+        raise ValueError("simulate_points: no points given")
+    by_index = _execute_runs(cls, runs, device, comm, quiet, deterministic)
+    if by_index is None:
+        return None
+    return _assemble(cls, runs, by_index, (len(points), len(seed_list)), lambda r: (r.grid_index[0], r.seed_index))
 
 
 def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
@@ -282,18 +323,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     plan = make_plan(paradigm, rule=rule, seeds=seeds, preset=preset, settings=settings, grid=grid)
     resolve_device(device, comm)  # a bad --device fails here, before anything is written
     started = time.time()
-    path = None
-    if write:
-        path = results.output_path(plan, out)
-        error = None
-        if comm.is_root:
-            try:
-                results.check_writable(path)
-            except ValueError as exc:
-                error = str(exc)
-        error = comm.bcast(error)
-        if error:
-            raise ValueError(error)
+    path = results.prepare_output(plan, out, comm) if write else None
     arrays = execute(plan, device=device, comm=comm, quiet=quiet, deterministic=deterministic)
     if not comm.is_root:
         return None
@@ -309,7 +339,10 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         "deterministic": int(deterministic or torch.are_deterministic_algorithms_enabled()),
     }
     ds = results.build_dataset(plan, arrays, meta)
+    measures = paradigm_class(plan.paradigm).measures
     for name, values in arrays.items():
+        if measures[name].nan_is_empty:
+            values = np.where(np.isnan(values), 0.0, values)  # NaN is an empty cell there, not divergence
         bad = ~np.isfinite(values)
         if bad.any():
             n_lead = 2 + len(plan.grid)

@@ -150,3 +150,145 @@ def test_xarray_inputs():
     assert (a.k, a.b, a.error, a.fitted_sem) == (b.k, b.b, b.error, b.fitted_sem)
     with pytest.raises(ValueError, match="dims"):
         condition_stats(values.expand_dims(rule=["pc"]), condition_dim="group")
+
+
+# --------------------------------------------------------------------------- §0.4.7 selection
+
+from pcneuro.fits import (REVERSAL_REFERENCE_MAPS, apply_reversal_map, reversal_grid,  # noqa: E402
+                          reversal_reference_fit, select_best)
+
+
+def test_select_best_structural_bp_tie():
+    """§1.6/§1.7.1: BP's E = 149.614 at every setting with LN+ = LN+,L- ≠ N+: a tie in project
+    mode, broken by |k|·S̄, never by floating-point noise."""
+    settings = [(0.3, 0.7), (1.2, 0.4), (-0.5, 2.0), (0.0123, 0.0124), (0.9, 0.1)]
+    sems = [{"LN+": s, "LN+,L-": s, "N+": s} for s in (0.02, 0.01, 0.03, 0.0001, 0.05)]
+    fits = [closed_form_fit({"LN+": a, "LN+,L-": a, "N+": c}, DATA, sim_sems=s)
+            for (a, c), s in zip(settings, sems)]
+    # a clearly worse setting at the front (not structural: N+ == LN+)
+    worse = closed_form_fit({"LN+": 0.5, "LN+,L-": 0.6, "N+": 0.5}, DATA,
+                            sim_sems={"LN+": 0.0, "LN+,L-": 0.0, "N+": 0.0})
+    errors = [worse.error] + [f.error for f in fits]
+    fsems = [worse.fitted_sem] + [f.fitted_sem for f in fits]
+    assert worse.error > 149.7
+    sel = select_best(errors, fsems)
+    assert sel.is_tie and sel.ties == (1, 2, 3, 4, 5) and sel.mode == "project"
+    key = [abs(s) for s in fsems]
+    assert sel.index == 1 + int(np.argmin(key[1:])) and sel.remaining == (sel.index,)
+    assert abs(sel.error - 149.614) < 1e-3
+    compat = select_best(errors, fsems, compat=True)
+    # compat: exact equality only; its tie set is a subset of the project's
+    assert set(compat.ties) <= set(sel.ties) and compat.index in sel.ties
+    assert errors[compat.index] == min(errors)
+
+
+def test_select_best_signed_vs_abs_tie_break():
+    errors = [2.0, 1.0, 1.0, 1.0]
+    fsems = [-9.0, 0.5, -0.8, 0.6]
+    project = select_best(errors, fsems)
+    compat = select_best(errors, fsems, compat=True)
+    assert project.index == 1 and project.ties == (1, 2, 3) and project.remaining == (1,)
+    assert compat.index == 2 and compat.ties == (1, 2, 3) and compat.mode == "compat"
+
+
+def test_select_best_remaining_ties_and_rtol():
+    # equal E and equal |k|·S̄: reported as remaining, first in table order wins
+    sel = select_best([3.0, 1.0, 1.0], [0.0, -0.4, 0.4])
+    assert sel.index == 1 and sel.remaining == (1, 2) and sel.unresolved
+    assert select_best([3.0, 1.0, 1.0], [0.0, -0.4, 0.4], compat=True).remaining == (1,)
+    errors = [1.0 + 1e-12, 1.0, 1.0 + 1e-6]
+    assert select_best(errors).ties == (0, 1) and select_best(errors).index == 0
+    assert select_best(errors, rtol=0.0).ties == (1,)
+    assert select_best(errors, compat=True).ties == (1,) and not select_best(errors, compat=True).is_tie
+    assert select_best(errors, rtol=1e-5).ties == (0, 1, 2)
+    # without SEMs, ties go to table order
+    assert select_best([1.0, 1.0]).index == 0
+
+
+def test_select_best_nan_never_wins():
+    sel = select_best([np.nan, 2.0, 1.0, np.nan], [-100.0, 0.0, 1.0, -100.0])
+    assert sel.index == 2 and sel.ties == (2,)
+    # a NaN fitted SEM loses the tie-break in both modes
+    assert select_best([1.0, 1.0], [np.nan, 5.0]).index == 1
+    assert select_best([1.0, 1.0], [np.nan, 5.0], compat=True).index == 1
+    with pytest.raises(ValueError, match="NaN"):
+        select_best([np.nan, np.nan])
+    with pytest.raises(ValueError, match="1-D"):
+        select_best(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        select_best([1.0, 2.0], [1.0])
+
+
+# --------------------------------------------------------------------------- §3.6 reversal grid
+
+# §3.4 data and §3.5 published raw means, both in the cell order ps, ns, pw, nw
+# (punish/stay, next/stay, punish/switch, next/switch).
+REV_DATA = np.array([0.07656332326255083, -0.1794935997796775,
+                     -0.05977541312190382, 0.030083598201063405])
+REV_RAW = {"pc": np.array([0.0789, 0.0284, 0.0437, 0.0600]),
+           "bp": np.array([0.0145, 0.0094, 0.0115, 0.0099])}
+
+
+def test_reversal_grid_built_by_index():
+    w, b = reversal_grid("pc")
+    assert w.size == 21 and b.size == 20
+    assert w[6] == 5.06 == 5.00 + 0.01 * 6 and w[0] == 5.0 and w[-1] == 5.2
+    assert b[10] == -0.30 and b[0] == -0.40 and b[-1] == -0.21
+    w, b = reversal_grid("BP")
+    assert w.size == 40 and b.size == 20
+    assert w[33] == 33.3 and w[-1] == 33.9 and b[9] == -0.41 and b[-1] == -0.31
+    # every grid value is the double nearest its 2-decimal (w_BP: 1-decimal) value
+    for rule, (wd, bd) in {"pc": (2, 2), "bp": (1, 2)}.items():
+        w, b = reversal_grid(rule)
+        assert all(round(v, wd) == v for v in w.tolist())
+        assert all(round(v, bd) == v for v in b.tolist())
+        wm, bm = REVERSAL_REFERENCE_MAPS[rule]
+        assert wm in w.tolist() and bm in b.tolist()
+    with pytest.raises(ValueError, match="rule"):
+        reversal_grid("hebb")
+
+
+@pytest.mark.parametrize("rule", ["pc", "bp"])
+def test_reversal_fit_matches_brute_force(rule):
+    rng = np.random.default_rng(11)
+    v = REV_RAW[rule] + rng.normal(0, 0.002, 4)
+    fit = reversal_reference_fit(v, REV_DATA, rule)
+    w0, wstep, nw, b0, bstep, nb = {"pc": (5.00, 0.01, 21, -0.40, 0.01, 20),
+                                    "bp": (30.0, 0.1, 40, -0.50, 0.01, 20)}[rule]
+    best = None
+    for i in range(nw):
+        for j in range(nb):
+            w, b = round(w0 + wstep * i, 2), round(b0 + bstep * j, 2)
+            e = 0.5 * sum((w * vi + b - di) ** 2 for vi, di in zip(v, REV_DATA))
+            if best is None or e < best[0]:
+                best = (e, i, j, w, b)
+    assert (fit.i, fit.j) == best[1:3] and fit.w == best[3] and fit.b == best[4]
+    assert math.isclose(fit.error, best[0], rel_tol=1e-12)
+    assert fit.errors.shape == (nw, nb) and fit.errors.min() == fit.error
+    np.testing.assert_allclose(fit.fitted, fit.w * v + fit.b, rtol=1e-15)
+
+
+def test_reversal_fit_reproduces_reference_maps():
+    """§3.5/§3.6: the grid search on the published raw means gives the maps actually applied,
+    and the fitted lines of §3.5 (PC stay ≈ +0.10 → −0.16, switch ≈ −0.08 → 0.00; BP stay
+    ≈ +0.07 → −0.10, switch ≈ −0.03 → −0.08)."""
+    for rule, expected in {"pc": [0.10, -0.16, -0.08, 0.00], "bp": [0.07, -0.10, -0.03, -0.08]}.items():
+        fit = reversal_reference_fit(REV_RAW[rule], REV_DATA, rule)
+        assert (fit.w, fit.b) == REVERSAL_REFERENCE_MAPS[rule]
+        assert not fit.on_edge and fit.n_ties == 1
+        np.testing.assert_allclose(fit.fitted, expected, atol=0.006)
+        np.testing.assert_allclose(apply_reversal_map(REV_RAW[rule], rule), fit.fitted, rtol=1e-15)
+
+
+def test_reversal_fit_edges_and_planted_map():
+    v = REV_RAW["pc"]
+    planted = reversal_reference_fit(v, 5.13 * v - 0.27, "pc")
+    assert (planted.w, planted.b) == (5.13, -0.27) and planted.error < 1e-25
+    assert not planted.on_edge and planted.edge == ()
+    high = reversal_reference_fit(v, 9.0 * v + 0.5, "pc")
+    assert high.on_edge and set(high.edge) == {"w_max", "b_max"}
+    low = reversal_reference_fit(v, 5.1 * v - 0.9, "pc")
+    assert "b_min" in low.edge and low.on_edge
+    assert apply_reversal_map(2.0, "pc", maps={"pc": (planted.w, planted.b)}) == 5.13 * 2.0 - 0.27
+    with pytest.raises(ValueError, match="4 cell means"):
+        reversal_reference_fit(v[:3], REV_DATA[:3], "pc")
