@@ -44,12 +44,22 @@ class Candidates:
     seeds: Tuple[int, ...]
     stage: List[str]
     counts: Optional[np.ndarray] = None
+    diverged: np.ndarray = field(init=False, repr=False)  # [S] a seed diverged at this setting
 
     def __post_init__(self):
         if self.values.ndim != 3 or self.values.shape[0] != len(self.settings):
             raise ValueError(f"values must be [S={len(self.settings)}, seeds, conditions], got {self.values.shape}")
         if self.values.shape[1] != len(self.seeds):
             raise ValueError(f"values have {self.values.shape[1]} seeds, {len(self.seeds)} seed ids given")
+        # A non-finite value is a diverged run, unless it is an empty cell (count 0). A setting with a
+        # diverged seed cannot be fitted on the seeds that survived (that would favour fragile
+        # settings): all its values become NaN, so it never wins a fit or a bootstrap resample.
+        bad = ~np.isfinite(self.values)
+        if self.counts is not None:
+            bad &= self.counts > 0
+        self.diverged = bad.any(axis=(1, 2))
+        if self.diverged.any():
+            self.values = np.where(self.diverged[:, None, None], np.nan, self.values)
 
     @property
     def n(self) -> int:
@@ -172,8 +182,9 @@ class Baseline:
     error: np.ndarray  # [S]
     k: np.ndarray  # [S] (w for the pooled grid)
     b: np.ndarray  # [S]
-    best: int
-    ties: List[int]
+    best: int  # -1 when no candidate has a finite reference fit
+    ties: List[int]  # candidates tied on the error with the best (within 1e-9), best included
+    remaining: List[int]  # ties left after the |k|·S̄ tie-break (§0.5: reported)
     fitted: np.ndarray  # [C] at best
     edge: Optional[np.ndarray] = None  # pooled grid: optimum on the grid's edge, per candidate
 
@@ -200,24 +211,22 @@ class RuleFit:
         return self.candidates.settings[self.best]
 
 
-def varied_axes(settings: Sequence[Mapping[str, Any]], search: Sequence[str]) -> List[str]:
-    """Searched hyperparameters that take more than one value among the candidates."""
-    return [a for a in search if len({s.get(a) for s in settings}) > 1]
-
-
 def analyse_rule(cand: Candidates, data: ObservedData, spec, *, n_hyper: int, indices=None,
                  compat: bool = False) -> RuleFit:
     """Fit one rule's candidates to ``data`` (see the module docstring)."""
     grid = readout_grid(cand.values, data, spec.readout)
     chi2 = np.asarray(grid.chi2, dtype=np.float64)
     if not np.isfinite(chi2).any():
-        raise ValueError(f"rule {cand.rule}: no candidate gives a finite fit (every setting diverged or "
-                         f"has a condition without events)")
+        n_div = int(cand.diverged.sum())
+        why = ("every setting diverged" if n_div == cand.n else
+               f"{n_div} of {cand.n} settings diverged, the others leave a condition without events")
+        raise ValueError(f"rule {cand.rule}: no setting gives a finite fit ({why})")
     # the same rule as in every bootstrap resample: minimal χ², ties within 1e-9 go to the smallest |k|·S̄
-    sel = select_best(chi2, grid.fitted_sem, compat=compat)
+    # (``compat`` concerns the reference's baseline only)
+    sel = select_best(chi2, grid.fitted_sem)
     best = sel.index
     readout = fit_readout(grid.means[best], data, spec.readout, n_hyper=n_hyper)
-    boot = bootstrap_fits(cand.values, data, spec.readout, indices, compat=compat) if indices is not None else None
+    boot = bootstrap_fits(cand.values, data, spec.readout, indices) if indices is not None else None
     seed_fitted = readout.k * cand.values[best] + readout.b
     n_seed = np.sum(np.isfinite(seed_fitted), axis=0)
     with _quiet_nan():
@@ -236,14 +245,17 @@ def reference_baseline(cand: Candidates, data: ObservedData, spec, compat: bool 
         weighted = np.where(np.isfinite(cand.values), cand.values * cand.counts, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             pooled = weighted.sum(1) / counts.sum(1)  # [S, C]
-        err, w, b, edge = (np.full(S, np.nan) for _ in range(4))
+        err, w, b = (np.full(S, np.nan) for _ in range(3))
+        edge = np.zeros(S, dtype=bool)
         for s in range(S):
-            if np.isfinite(pooled[s]).all():
+            if np.isfinite(pooled[s]).all() and not cand.diverged[s]:
                 r = reversal_reference_fit(pooled[s], data.means, cand.rule)
-                err[s], w[s], b[s], edge[s] = r.error, r.w, r.b, float(r.on_edge)
+                err[s], w[s], b[s], edge[s] = r.error, r.w, r.b, r.on_edge
+        if not np.isfinite(err).any():
+            return Baseline("pooled_grid", err, w, b, -1, [], [], np.full(C, np.nan), edge)
         sel = select_best(err, np.zeros(S), compat=compat)
         fitted = w[sel.index] * pooled[sel.index] + b[sel.index]
-        return Baseline("pooled_grid", err, w, b, sel.index, list(sel.ties), fitted, edge.astype(bool))
+        return Baseline("pooled_grid", err, w, b, sel.index, list(sel.ties), list(sel.remaining), fitted, edge)
     err, k, b, fsem = (np.full(S, np.nan) for _ in range(4))
     for s in range(S):
         m = cand.values[s]
@@ -254,6 +266,8 @@ def reference_baseline(cand: Candidates, data: ObservedData, spec, compat: bool 
         f = closed_form_fit(dict(zip(keys, mean)), d_means, spec.readout, sim_sems=dict(zip(keys, sems)))
         if not f.degenerate:
             err[s], k[s], b[s], fsem[s] = f.error, f.k, f.b, f.fitted_sem
+    if not np.isfinite(err).any():
+        return Baseline("closed_form", err, k, b, -1, [], [], np.full(C, np.nan))
     sel = select_best(err, fsem, compat=compat)
     fitted = k[sel.index] * cand.values[sel.index].mean(axis=0) + b[sel.index]
-    return Baseline("closed_form", err, k, b, sel.index, list(sel.ties), fitted)
+    return Baseline("closed_form", err, k, b, sel.index, list(sel.ties), list(sel.remaining), fitted)

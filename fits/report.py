@@ -75,11 +75,13 @@ class FitReport:
             return None
         a, b = (r.upper() for r in self.rules[:2])
         sets = [self.comparison(self.screen)] + ([self.comparison()] if self.confirmed else [])
+        names = ["screen", "confirmation"]
         if any(c is None or "delta_chisqr_ci95" not in c for c in sets):
             return "no winner declared: no bootstrap"
         signs = {(-1 if c["delta_chisqr_ci95"][1] < 0 else 1 if c["delta_chisqr_ci95"][0] > 0 else 0) for c in sets}
-        text = "; ".join(f"{c['seeds']} seeds: Δχ² 95 % CI [{_fmt(c['delta_chisqr_ci95'][0], 3)}, "
-                         f"{_fmt(c['delta_chisqr_ci95'][1], 3)}], ΔAIC {_fmt(c['delta_aic'], 3)}" for c in sets)
+        text = "; ".join(f"{name}, {c['seeds']} seeds: Δχ² 95 % CI [{_fmt(c['delta_chisqr_ci95'][0], 3)}, "
+                         f"{_fmt(c['delta_chisqr_ci95'][1], 3)}], ΔAIC {_fmt(c['delta_aic'], 3)}"
+                         for name, c in zip(names, sets))
         if len(sets) < 2:
             return f"no winner declared from one seed set ({text}); --fit confirms on fresh seeds"
         if signs == {-1}:
@@ -120,8 +122,9 @@ class FitReport:
                  f"{len(d.y)} points, {len(labels)} conditions; {scale}"]
         stage = (f"confirmed on {len(self.final[self.rules[0]].candidates.seeds)} fresh seeds"
                  if self.confirmed else f"on the screen's {len(self.final[self.rules[0]].candidates.seeds)} seeds")
+        boot = "seeds and data points resampled" if d.scaled else "seeds resampled"
         lines.append(f"best setting per rule ({stage}); fitted value per condition with its {int(self.level * 100)} % "
-                     f"seed-bootstrap interval")
+                     f"bootstrap interval ({boot})")
         header = ["rule", "k", "b", "chi2", "AIC", "BIC", "params", "dof", *labels]
         rows = [header]
         for rule, f in self.final.items():
@@ -137,7 +140,8 @@ class FitReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         for rule, f in self.final.items():
-            tie = f" (a tie of {len(f.ties)} candidates on χ²; the smallest |k|·SEM shown)" if len(f.ties) > 1 else ""
+            tie = (f" (a tie of {len(f.ties)} candidates on χ²; the one with the smallest |k|·SEM shown)"
+                   if len(f.ties) > 1 else "")
             lines.append(f"  {rule}: {_setting_text(f.best_setting)}{tie}"
                          + ("" if f.readout.identified else
                             f"  (not identified: {f.readout.nvarys_total} free parameters for "
@@ -156,11 +160,22 @@ class FitReport:
         lines.append("screen over the grid:")
         for rule, f in self.screen.items():
             base = f.baseline
-            n_ties = len(base.ties)
             what = "E" if base.kind == "closed_form" else "½Σ error"
-            tie = f", a tie of {n_ties} settings" if n_ties > 1 else ""
-            lines.append(f"  {rule}: reference fit ({'§0.4' if base.kind == 'closed_form' else '§3.6'}) best {what} = "
-                         f"{_fmt(base.error[base.best], 6)} at {_setting_text(f.candidates.settings[base.best])}{tie}")
+            section = "§0.4" if base.kind == "closed_form" else "§3.6"
+            if base.best < 0:
+                lines.append(f"  {rule}: no finite reference fit ({section}) on the grid")
+            else:
+                tie = ""
+                if len(base.ties) > 1:
+                    tie = f", a tie of {len(base.ties)} settings"
+                    if len(base.remaining) > 1:
+                        tie += f" ({len(base.remaining)} still tied after the |k|·SEM tie-break)"
+                edge = " (on the edge of the w, b grid)" if base.edge is not None and base.edge[base.best] else ""
+                lines.append(f"  {rule}: reference fit ({section}) best {what} = {_fmt(base.error[base.best], 6)} at "
+                             f"{_setting_text(f.candidates.settings[base.best])}{tie}{edge}")
+            n_div = int(f.candidates.diverged.sum())
+            if n_div:
+                lines.append(f"    {n_div} of {f.candidates.n} grid settings diverged for some seed (left out)")
             cs = self.confidence_set(rule)
             if cs:
                 lines.append(f"    {int(self.level * 100)} % bootstrap confidence set: {len(cs)} of {f.candidates.n} "
@@ -209,20 +224,23 @@ class FitReport:
             if all(c is not None for c in cis):
                 put(f"fit_fitted_{tag}", ("rule", "fit_condition", "bound"),
                     [np.stack(c, axis=-1) for c in cis],
-                    f"{int(lvl * 100)} % seed-bootstrap interval of the fitted value", "data units")
+                    f"{int(lvl * 100)} % bootstrap interval of the fitted value (seeds and data points resampled)",
+                    "data units")
         if all(f.boot is not None for f in F):
             for attr, long_name in (("k", "read-out slope k"), ("b", "read-out offset b")):
                 put(f"fit_{attr}_ci", ("rule", "bound"), [np.stack(f.boot.ci(attr, self.level)) for f in F],
-                    f"{int(self.level * 100)} % seed-bootstrap interval of {long_name}")
+                    f"{int(self.level * 100)} % bootstrap interval of {long_name}")
             put("fit_chisqr_ci", ("rule", "bound"),
                 [np.nanpercentile(f.boot.chi2_best, [50 * (1 - self.level), 100 - 50 * (1 - self.level)])
-                 for f in F], f"{int(self.level * 100)} % seed-bootstrap interval of chi-square")
+                 for f in F], f"{int(self.level * 100)} % bootstrap interval of chi-square")
         n_seeds = max(f.candidates.values.shape[1] for f in F)
         seed_fitted = np.full((len(rules), n_seeds, len(labels)), np.nan)
         for i, f in enumerate(F):
             seed_fitted[i, : f.seed_fitted.shape[0]] = f.seed_fitted
         put("fit_seed_fitted", ("rule", "fit_seed", "fit_condition"), seed_fitted,
             "per-seed fitted value at the best setting (k·metric + b)", "data units")
+        longest = max(F, key=lambda f: len(f.candidates.seeds))
+        coords["fit_seed"] = list(longest.candidates.seeds)  # the seeds of the final fit (fresh when confirmed)
         for axis in sorted({a for f in F for a in f.best_setting}):
             put(f"fit_best_{axis}", ("rule",), [f.best_setting.get(axis, np.nan) for f in F],
                 f"best setting: {axis}")
@@ -252,7 +270,8 @@ class FitReport:
         if grid_dims:
             for name, getter, long_name in (
                     ("screen_chisqr", lambda f: f.chi2, "chi-square of the read-out at each grid point"),
-                    ("reference_error", lambda f: f.baseline.error, "the reference's error at each grid point"),
+                    ("reference_error", lambda f: f.baseline.error,
+                     "the reference's error at each grid point (§0.4: E = Σ squared errors; §3.6: ½Σ)"),
                     ("reference_k", lambda f: f.baseline.k, "the reference's read-out slope (k, or w)"),
                     ("reference_b", lambda f: f.baseline.b, "the reference's read-out offset")):
                 put(name, ("rule", *grid_dims), [getter(self.screen[r]).reshape(shape) for r in rules], long_name)

@@ -23,10 +23,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcneuro.distributed import Communicator
+from pcneuro.distributed import Communicator, on_root
 from pcneuro.runner import Plan, simulate_points
 
 from .analysis import Candidates, RuleFit, analyse_rule, candidates_from_arrays
+from .readout import readout_grid
 from .bootstrap import bootstrap_indices
 from .readout import ObservedData
 
@@ -78,25 +79,29 @@ def log_search_axes(cls, spec, grid: Mapping[str, Sequence[Any]]) -> Dict[str, T
 
 
 def varied_count(spec, grid: Mapping[str, Sequence[Any]]) -> int:
-    """Hyperparameters the search varies (each counts as a free parameter in AIC/BIC)."""
-    search = spec.search if spec.search is not None else tuple(grid)
-    return sum(1 for a in search if len(grid.get(a, ())) > 1)
+    """Hyperparameters the fit chooses among several values (each counts as a free parameter in
+    AIC/BIC): every grid axis with ≥ 2 values, searched in log10 or not (e.g. init_sd in a sweep)."""
+    return sum(1 for values in grid.values() if len(values) > 1)
 
 
 def propose(cand: Candidates, chi2: np.ndarray, axes: Mapping[str, Tuple[float, float, float]], n: int,
             centres: int, spread: float, rng: np.random.Generator) -> List[Dict[str, Any]]:
-    """``n`` new settings around the ``centres`` best candidates: each searched axis moves by
-    N(0, (spread·grid spacing)²) in log10, clipped to the grid's range; other axes keep the centre's."""
+    """Up to ``n`` new settings around the ``centres`` best candidates: each searched axis moves by
+    N(0, (spread·grid spacing)²) in log10, clipped to the grid's range; other axes keep the centre's.
+    Settings already simulated (or drawn twice) are dropped."""
     order = [int(i) for i in np.argsort(np.where(np.isfinite(chi2), chi2, np.inf)) if np.isfinite(chi2[i])]
     tops = order[:max(1, centres)]
-    points = []
+    points, seen = [], {tuple(sorted(s.items())) for s in cand.settings}
     for j in range(n):
         centre = cand.settings[tops[j % len(tops)]]
         p = dict(centre)
         for axis, (lo, hi, step) in axes.items():
             x = math.log10(float(centre[axis])) + rng.normal(0.0, spread * step)
             p[axis] = float(10 ** min(max(x, lo), hi))
-        points.append(p)
+        key = tuple(sorted(p.items()))
+        if key not in seen:  # clipping at the grid's edge can repeat a point: simulate it once
+            seen.add(key)
+            points.append(p)
     return points
 
 
@@ -145,52 +150,58 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
     screen_fits: Dict[str, RuleFit] = {}
     pools: Dict[str, Candidates] = {}
     chi2s: Dict[str, np.ndarray] = {}
-    if comm.is_root:
-        first = screen[rules[0]].seeds
-        indices = bootstrap_indices(len(first), data, config.n_boot, config.seed) if config.n_boot else None
+    seeds = tuple(plan.seeds)
+
+    def analyse_screen():
+        indices = bootstrap_indices(len(seeds), data, config.n_boot, config.seed) if config.n_boot else None
         for rule in rules:
             screen_fits[rule] = analyse_rule(screen[rule], data, spec, n_hyper=n_hyper, indices=indices,
                                              compat=config.compat)
             pools[rule], chi2s[rule] = screen[rule], screen_fits[rule].chi2
-    seeds = tuple(plan.seeds)
+
+    on_root(comm, analyse_screen)
 
     def simulate(rule, points, seed_list, stage):
         full = [{**fixed, **p} for p in points]
         arrays = simulate_points(cls, rule, full, seed_list, device=device, comm=comm, quiet=quiet,
                                  deterministic=deterministic)
-        if not comm.is_root:
-            return None
-        coords = paradigm.coords(full[0])
-        return candidates_from_arrays(arrays, coords, cls.measures, spec, labels, rule, points, seed_list, stage)
+        return on_root(comm, lambda: candidates_from_arrays(arrays, paradigm.coords(full[0]), cls.measures, spec,
+                                                            labels, rule, points, seed_list, stage))
+
+    def pool(rule, new):
+        pools[rule] = pools[rule].concat(new)
+        chi2s[rule] = np.concatenate([chi2s[rule], readout_grid(new.values, data, spec.readout).chi2])
 
     for round_ in range(config.refine_rounds if axes else 0):
         spread = 0.5 ** (round_ + 1)
         for rule in rules:
-            points = None
-            if comm.is_root:
-                points = propose(pools[rule], chi2s[rule], axes, config.population, config.centres, spread, rng)
-            points = comm.bcast(points)
+            points = on_root(comm, lambda: propose(pools[rule], chi2s[rule], axes, config.population,
+                                                   config.centres, spread, rng))
+            points = comm.bcast(points) if comm.size > 1 else points
+            if not points:
+                continue
             say(f"refine round {round_ + 1}/{config.refine_rounds}: {rule}, {len(points)} settings x "
                 f"{len(seeds)} seeds")
             new = simulate(rule, points, seeds, "refine")
-            if comm.is_root:
-                fitted = analyse_rule(new, data, spec, n_hyper=n_hyper, compat=config.compat)
-                pools[rule] = pools[rule].concat(new)
-                chi2s[rule] = np.concatenate([chi2s[rule], fitted.chi2])
+            on_root(comm, lambda: pool(rule, new))
 
     confirm_seeds = tuple(range(max(seeds) + 1, max(seeds) + 1 + config.confirm_seeds)) \
         if config.confirm_seeds else seeds
     final: Dict[str, RuleFit] = {}
     confirmed: Dict[str, Candidates] = {}
     for rule in rules:
-        points = finalists(pools[rule], chi2s[rule], config.finalists) if comm.is_root else None
-        points = comm.bcast(points)
+        points = on_root(comm, lambda: finalists(pools[rule], chi2s[rule], config.finalists))
+        points = comm.bcast(points) if comm.size > 1 else points
         say(f"confirm: {rule}, {len(points)} finalist(s) x {len(confirm_seeds)} fresh seeds")
         confirmed[rule] = simulate(rule, points, confirm_seeds, "confirm")
+
+    def analyse_final():
+        indices = bootstrap_indices(len(confirm_seeds), data, config.n_boot, config.seed + 1) if config.n_boot else None
+        for rule in rules:
+            final[rule] = analyse_rule(confirmed[rule], data, spec, n_hyper=n_hyper, indices=indices,
+                                       compat=config.compat)
+
+    on_root(comm, analyse_final)
     if not comm.is_root:
         return None
-    indices = bootstrap_indices(len(confirm_seeds), data, config.n_boot, config.seed + 1) if config.n_boot else None
-    for rule in rules:
-        final[rule] = analyse_rule(confirmed[rule], data, spec, n_hyper=n_hyper, indices=indices,
-                                   compat=config.compat)
     return SearchResult(screen_fits, pools, chi2s, final, confirm_seeds, axes, n_hyper)

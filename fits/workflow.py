@@ -81,7 +81,11 @@ def observed(ds: xr.Dataset, spec, sim_labels: Sequence[Any], source: str, n_hyp
     """ObservedData over the simulation's labels that the data has, in the simulation's order."""
     point_labels = {tuple(str(ds[d].values[i]) for d in spec.conditions) for i in range(ds.sizes["point"])}
     labels = [l for l in sim_labels if ((l,) if isinstance(l, str) else tuple(l)) in point_labels]
-    data = ObservedData.from_dataset(ds, labels)
+    data = ObservedData.from_dataset(ds, labels, condition_dims=list(spec.conditions))
+    if spec.reference == "pooled_grid" and len(labels) != len(list(sim_labels)):
+        missing = [l for l in sim_labels if l not in labels]
+        raise ValueError(f"{source}: the reference's fit (§3.6) needs every cell; no data for "
+                         f"{', '.join(map(str, missing))}")
     n_readout = 2 if spec.readout == "affine" else 1
     if len(data.y) < n_readout + n_hyper:
         raise ValueError(f"{source}: {len(data.y)} data point(s), fewer than the {n_readout + n_hyper} free "
@@ -158,7 +162,9 @@ def fit_paradigm(name: str, *, data: DataArg = None, rule: Union[str, Sequence[s
     ds = run(cls, rule=list(plan.rules), seeds=list(plan.seeds), preset=preset, settings=settings, grid=grid,
              device=device, write=False, figure=False, quiet=quiet, deterministic=deterministic,
              command=command, comm=comm)
-    screen = candidates_from_results(ds, spec, obs.labels, list(plan.grid)) if comm.is_root else None
+    from pcneuro.distributed import on_root
+
+    screen = on_root(comm, lambda: candidates_from_results(ds, spec, obs.labels, list(plan.grid)))
     result = search(cls, spec, plan, screen, obs, obs.labels, config, device=device, comm=comm, quiet=quiet,
                     deterministic=deterministic, progress=say)
     if not comm.is_root:

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--finalists", type=int, default=4, metavar="N", help="settings per rule rerun to confirm (4)")
     f.add_argument("--bootstrap", type=int, default=200, metavar="N", help="seed-bootstrap resamples (200)")
     f.add_argument("--fit-compat", action="store_true",
-                   help="the reference's signed-k tie-break in the baseline fit (behaviour spec §0.4.7)")
+                   help="the reference's own tie-break (exact ties, then signed k) in its baseline fit only "
+                        "(behaviour spec §0.4.7); the project's fit is unchanged")
     return p
 
 

@@ -73,6 +73,23 @@ def deal(items: Sequence[T], rank: int, size: int) -> List[T]:
     return list(items[rank::size])
 
 
+def on_root(comm: Communicator, fn: Callable[[], T]) -> Optional[T]:
+    """Run ``fn`` on rank 0 only; its result stays there (None elsewhere). If it raises
+    ValueError/LookupError (bad input found late, e.g. nothing fits), every rank raises the same
+    one-line ValueError, so no rank is left waiting in a collective."""
+    result, error = None, None
+    if comm.is_root:
+        try:
+            result = fn()
+        except (ValueError, LookupError) as exc:
+            error = str(exc)
+    if comm.size > 1:
+        error = comm.bcast(error)
+    if error is not None:
+        raise ValueError(error)
+    return result
+
+
 def guarded(comm: Communicator, fn: Callable[[], T]) -> T:
     """Run ``fn``; if it raises on a rank of a multi-rank job, report it and abort every rank."""
     if comm.size == 1:

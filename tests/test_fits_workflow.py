@@ -148,3 +148,27 @@ def test_recovery_true_setting_in_confidence_set(fear_grid):
     print(f"recovery coverage: {covered}/20, confidence-set size {np.mean(sizes):.1f} of {len(settings)} on average")
     assert covered >= 16
     assert np.mean(sizes) < len(settings) / 4  # the set is informative, not the whole grid
+
+
+def test_a_setting_with_a_diverged_seed_never_wins():
+    """NaN from divergence is not an empty cell: a setting where one seed diverged is left out of
+    the fit (its surviving seeds would otherwise favour a fragile setting)."""
+    ds = pcneuro.run("fear_conditioning", rule="pc", seeds=2, grid={"lr_mix_N": (8.0, 9.37664246)},
+                     settings={"T": 20, "lr_perception": 0.001, "lr_mix_L": 0.001, "init_sd": 0.5},
+                     device="cpu", write=False)
+    values = ds["fear_to_N"].isel(trial=-1).sel(rule="pc", lr_mix_N=9.37664246).values
+    assert np.isnan(values).any() and np.isfinite(values).any()  # one seed diverged, one did not
+    rep = fit(ds, n_boot=20)
+    f = rep.screen["pc"]
+    assert list(f.candidates.diverged) == [False, True]
+    assert np.isfinite(f.chi2[0]) and np.isnan(f.chi2[1])
+    assert f.best == 0 and set(f.boot.best) == {0}
+    assert "1 of 2 grid settings diverged" in rep.table()
+
+
+def test_reversal_data_without_every_cell_is_refused_before_simulating(tmp_path):
+    data = tmp_path / "three_cells.csv"
+    data.write_text("at,choice,value\npunish,stay,0.1\nnext,stay,-0.1\npunish,switch,0.0\n")
+    res = run_cli("reversal_learning", "--fit", "--preset", "quick", "--data", data, "--out", f"{tmp_path}/o/")
+    assert res.returncode == 2 and "needs every cell" in res.stderr and "next" in res.stderr
+    assert not (tmp_path / "o").exists()
