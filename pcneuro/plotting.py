@@ -3,7 +3,8 @@
 The figure shows the seed mean ± SEM of the main measure per condition, along the paradigm's
 ``figure_x`` dim (e.g. trials) when it has one, else as bars at ``summary_isel``. Grid axes are
 selected at the paradigm's ``figure_point`` where that point is in the grid (the configuration the
-paper highlights), and averaged over otherwise; the title says which.
+paper highlights), and at their first value otherwise (a mean over settings would mix runs that
+need not belong together, diverged ones included); the title says which.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def _select_grid(ds: xr.Dataset, da: xr.DataArray, figure_point) -> Tuple[xr.Dat
         elif axis in figure_point and figure_point[axis] in values:
             da = da.sel({axis: figure_point[axis]})
             notes.append(f"{axis}={figure_point[axis]}")
-        else:
-            da = da.mean(axis)
-            notes.append(f"mean over {len(values)} {axis}")
+        else:  # one setting, not a mean over settings that may not belong together (or diverge)
+            da = da.isel({axis: 0})
+            v = values[0]
+            notes.append(f"{axis}={v:g} (first of {len(values)})" if isinstance(v, float)
+                         else f"{axis}={v} (first of {len(values)})")
     return da, notes
 
 
@@ -75,8 +78,11 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
         ax.set_ylabel(measure.attrs.get("long_name", cls.main_measure).split(":")[0])
     if x_dim:
         axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{cls.title}\n{', '.join(notes) or 'single setting'}; mean ± SEM over {n_seeds} seeds",
-                 fontsize=9)
+    import textwrap
+
+    width = int(4.2 * len(rules) * 14)  # characters that fit across the figure at this font size
+    subtitle = textwrap.fill(f"{', '.join(notes) or 'single setting'}; mean ± SEM over {n_seeds} seeds", width)
+    fig.suptitle(f"{textwrap.fill(cls.title, width)}\n{subtitle}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
