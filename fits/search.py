@@ -34,7 +34,12 @@ from .readout import ObservedData
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Settings of the fit pipeline; the defaults are the spec's (§0.2: ≥ 100 confirmation seeds)."""
+    """Settings of the fit pipeline; the defaults are the spec's (§0.2: ≥ 100 confirmation seeds).
+
+    ``polish``: at most this many simulations of lmfit's Nelder–Mead from each rule's best
+    finalist, over the log10 search axes within the grid's range, on the confirmation seeds (0: off).
+    Each evaluation is one simulation of one setting, so it is worth it where that is cheap and the
+    χ² surface is smooth (fear conditioning: the χ² along lr_mix_N is smooth to 3e-3)."""
 
     refine_rounds: int = 2
     population: int = 32
@@ -45,9 +50,10 @@ class SearchConfig:
     level: float = 0.95
     seed: int = 0
     compat: bool = False
+    polish: int = 0
 
     def __post_init__(self):
-        for name in ("refine_rounds", "population", "centres", "finalists", "confirm_seeds", "n_boot"):
+        for name in ("refine_rounds", "population", "centres", "finalists", "confirm_seeds", "n_boot", "polish"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}={value!r} must be an int >= 0")
@@ -118,6 +124,35 @@ def finalists(cand: Candidates, chi2: np.ndarray, k: int) -> List[Dict[str, Any]
         if len(out) == k:
             break
     return out
+
+
+def polish(start: Mapping[str, Any], axes: Mapping[str, Tuple[float, float, float]], evaluate,
+           max_nfev: int) -> Tuple[Dict[str, Any], float, int]:
+    """lmfit Nelder–Mead over the log10 ``axes`` (bounded by the grid's range) from ``start``;
+    ``evaluate(setting) -> χ²`` simulates one setting. Returns (best setting, its χ², evaluations)."""
+    import lmfit
+
+    params = lmfit.Parameters()
+    names = {axis: f"log10_{axis}" for axis in axes}
+    for axis, (lo, hi, _) in axes.items():
+        params.add(names[axis], value=min(max(math.log10(float(start[axis])), lo), hi), min=lo, max=hi)
+    seen: Dict[tuple, float] = {}
+
+    def setting(p) -> Dict[str, Any]:
+        return {**start, **{axis: float(10 ** p[name].value) for axis, name in names.items()}}
+
+    def objective(p):
+        point = setting(p)
+        key = tuple(sorted(point.items()))
+        if key not in seen:
+            chi2 = evaluate(point)
+            seen[key] = chi2 if np.isfinite(chi2) else 1e300  # a diverged setting is just very bad
+        return seen[key]
+
+    objective(params)
+    lmfit.minimize(objective, params, method="nelder", max_nfev=max(max_nfev - 1, 1))  # the start counts
+    best_key = min(seen, key=seen.get)
+    return dict(best_key), seen[best_key], len(seen)
 
 
 @dataclass
@@ -194,6 +229,33 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
         points = comm.bcast(points) if comm.size > 1 else points
         say(f"confirm: {rule}, {len(points)} finalist(s) x {len(confirm_seeds)} fresh seeds")
         confirmed[rule] = simulate(rule, points, confirm_seeds, "confirm")
+
+    if config.polish and axes:
+        # rank 0 drives lmfit, one single-process simulation per evaluation; the other ranks wait
+        from pcneuro.distributed import Communicator as _Single
+
+        def evaluate(rule, point):
+            full = [{**fixed, **point}]
+            arrays = simulate_points(cls, rule, full, confirm_seeds, device=device, comm=_Single(None), quiet=True,
+                                     deterministic=deterministic)
+            c = candidates_from_arrays(arrays, paradigm.coords(full[0]), cls.measures, spec, labels, rule, [point],
+                                       confirm_seeds, "polish")
+            return c, float(readout_grid(c.values, data, spec.readout).chi2[0])
+
+        def run_polish():
+            for rule in rules:
+                chi2 = readout_grid(confirmed[rule].values, data, spec.readout).chi2
+                if not np.isfinite(chi2).any():
+                    continue
+                start = confirmed[rule].settings[int(np.nanargmin(chi2))]
+                say(f"polish: {rule}, lmfit Nelder-Mead from the best finalist, <= {config.polish} simulations")
+                point, value, n_eval = polish(start, axes, lambda q: evaluate(rule, q)[1], config.polish)
+                if value < float(np.nanmin(chi2)):
+                    confirmed[rule] = confirmed[rule].concat(evaluate(rule, point)[0])
+                say(f"polish: {rule}, chi2 {float(np.nanmin(chi2)):.4g} -> {min(value, float(np.nanmin(chi2))):.4g} "
+                    f"in {n_eval} simulations")
+
+        on_root(comm, run_polish)
 
     def analyse_final():
         indices = bootstrap_indices(len(confirm_seeds), data, config.n_boot, config.seed + 1) if config.n_boot else None

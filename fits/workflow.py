@@ -172,7 +172,8 @@ def fit_paradigm(name: str, *, data: DataArg = None, rule: Union[str, Sequence[s
     searched = {r: (result.searched[r], result.searched_chi2[r]) for r in result.final}
     notes = [f"screen: {len(plan.seeds)} seeds per setting; refine: {config.refine_rounds} round(s) of "
              f"{config.population} settings in log10 over {', '.join(result.log_axes) or 'no axis'}; confirm: "
-             f"{config.finalists} finalist(s) per rule on seeds {result.confirm_seeds[0]}..{result.confirm_seeds[-1]}"]
+             f"{config.finalists} finalist(s) per rule on seeds {result.confirm_seeds[0]}..{result.confirm_seeds[-1]}"
+             + (f"; polish: lmfit Nelder-Mead, <= {config.polish} simulations per rule" if config.polish else "")]
     report = FitReport(cls.name, spec, obs, source, dict(plan.grid), result.screen, result.final,
                        level=config.level, confirmed=bool(config.confirm_seeds), searched=searched, notes=notes)
     merged = xr.merge([ds, report.to_dataset()], combine_attrs="override", compat="override")

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--population", type=int, default=32, metavar="N", help="settings per refinement round (32)")
     f.add_argument("--finalists", type=int, default=4, metavar="N", help="settings per rule rerun to confirm (4)")
     f.add_argument("--bootstrap", type=int, default=200, metavar="N", help="seed-bootstrap resamples (200)")
+    f.add_argument("--polish", type=int, default=0, metavar="N",
+                   help="after confirming, refine each rule's best setting with lmfit's Nelder-Mead in log10 "
+                        "within the grid, at most N simulations on the confirmation seeds (default 0: off)")
     f.add_argument("--fit-compat", action="store_true",
                    help="the reference's own tie-break (exact ties, then signed k) in its baseline fit only "
                         "(behaviour spec §0.4.7); the project's fit is unchanged")
@@ -221,7 +224,8 @@ def _fit_main(args, settings, grid, command, comm) -> int:
     from pcneuro.fits.workflow import fit_paradigm
 
     config = SearchConfig(refine_rounds=args.refine_rounds, population=args.population, finalists=args.finalists,
-                          confirm_seeds=args.confirm_seeds, n_boot=args.bootstrap, compat=args.fit_compat)
+                          confirm_seeds=args.confirm_seeds, n_boot=args.bootstrap, compat=args.fit_compat,
+                          polish=args.polish)
     ds, report = fit_paradigm(args.name, data=args.data, rule=args.rule, seeds=args.seeds, preset=args.preset,
                               settings=settings, grid=grid, config=config, device=args.device, out=args.out,
                               figure=not args.no_figure, quiet=args.quiet, deterministic=args.deterministic,

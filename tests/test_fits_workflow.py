@@ -172,3 +172,23 @@ def test_reversal_data_without_every_cell_is_refused_before_simulating(tmp_path)
     res = run_cli("reversal_learning", "--fit", "--preset", "quick", "--data", data, "--out", f"{tmp_path}/o/")
     assert res.returncode == 2 and "needs every cell" in res.stderr and "next" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_polish_finds_a_smooth_optimum_within_the_grid_bounds():
+    """lmfit's Nelder-Mead over log10 axes, bounded by the grid's range, one evaluation per setting."""
+    import math
+
+    from pcneuro.fits.search import polish
+
+    axes = {"lr": (-4.0, 0.0, 1.0), "sd": (-3.0, -1.0, 1.0)}
+    calls = []
+
+    def chi2(p):
+        calls.append(p)
+        return (math.log10(p["lr"]) + 2.3) ** 2 + (math.log10(p["sd"]) + 0.5) ** 2  # sd's optimum is outside
+
+    point, value, n_eval = polish({"lr": 1e-3, "sd": 1e-2, "other": 7}, axes, chi2, max_nfev=150)
+    assert math.log10(point["lr"]) == pytest.approx(-2.3, abs=1e-2)
+    assert math.log10(point["sd"]) == pytest.approx(-1.0, abs=1e-2)  # held at the grid's edge
+    assert point["other"] == 7 and value == pytest.approx(0.25, abs=1e-3)
+    assert n_eval == len(calls) <= 150
