@@ -51,8 +51,9 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
     if x_dim is None:
         da = da.isel({k: v for k, v in cls.summary_isel.items() if k in da.dims})
     n_seeds = da.sizes["seed"]
-    mean = da.mean("seed")
-    sem = da.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
+    with np.errstate(over="ignore", invalid="ignore"):  # diverged runs are data: plotted as they are
+        mean = da.mean("seed")
+        sem = da.std("seed", ddof=1) / np.sqrt(n_seeds) if n_seeds > 1 else xr.zeros_like(mean)
     cond_dims = [d for d in mean.dims if d not in ("rule", x_dim)]
     rules = list(ds["rule"].values)
     # each rule on its own scale: the rules' raw outputs can differ by orders of magnitude
