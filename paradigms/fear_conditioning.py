@@ -128,8 +128,11 @@ class FearConditioning(Paradigm):
         dt = self.torch_dtype()
         spec = self.network(H, s0["fully_connected"])
 
-        def expand(key):  # one value per engine run
-            return stack_settings(settings, key, dt, device).repeat_interleave(G)
+        def expand(key, where=device):  # one value per engine run
+            return stack_settings(settings, key, dt, where).repeat_interleave(G)
+
+        def host(key):  # the training configuration takes host values; the engine moves them
+            return expand(key, "cpu")
 
         # parameters: perception 1.0 on allowed entries; W_up = |N(0.1, init_sd^2)| from the seed's stream
         w_lo = torch.ones(R, H, 2, dtype=dt, device=device)
@@ -141,13 +144,13 @@ class FearConditioning(Paradigm):
             params["0.weight"] = params["0.weight"] * torch.tensor(spec.layers[0].mask, dtype=dt, device=device)
 
         half = H // 2
-        lr_mix = torch.cat([expand("lr_mix_L").reshape(R, 1, 1).expand(R, 1, half),
-                            expand("lr_mix_N").reshape(R, 1, 1).expand(R, 1, H - half)], dim=2)
+        lr_mix = torch.cat([host("lr_mix_L").reshape(R, 1, 1).expand(R, 1, half),
+                            host("lr_mix_N").reshape(R, 1, 1).expand(R, 1, H - half)], dim=2)
         config = TrainConfig(
             T=s0["T"],
-            weight_opt=SGD(lr={"0.weight": expand("lr_perception"), "1.weight": lr_mix}),
-            latent_opt=LatentSGD(lr=expand("latent_lr")),
-            lr_decay=expand("latent_lr_discount"),
+            weight_opt=SGD(lr={"0.weight": host("lr_perception"), "1.weight": lr_mix}),
+            latent_opt=LatentSGD(lr=host("latent_lr")),
+            lr_decay=host("latent_lr_discount"),
             lr_growth=1.0,
             record="none",
         )

@@ -388,12 +388,12 @@ class SensorimotorAdaptation(Paradigm):
             draws_up.append(torch.randn(2, H, generator=g, dtype=dt))
         sd = stack_settings(settings, "init_sd", dt, device).reshape(R, 1, 1)
         params = {"0.weight": torch.stack(draws_lo).to(device) * sd, "1.weight": torch.stack(draws_up).to(device) * sd}
+        host = lambda key: stack_settings(settings, key, dt)  # noqa: E731 (host values, moved by the engine)
         config = TrainConfig(
             T=s0["T"],
-            weight_opt=SGD(lr={"0.weight": stack_settings(settings, "lr_in", dt, device),
-                               "1.weight": stack_settings(settings, "lr_out", dt, device)}),
-            latent_opt=LatentSGD(lr=stack_settings(settings, "latent_lr", dt, device)),
-            lr_decay=stack_settings(settings, "latent_lr_discount", dt, device),
+            weight_opt=SGD(lr={"0.weight": host("lr_in"), "1.weight": host("lr_out")}),
+            latent_opt=LatentSGD(lr=host("latent_lr")),
+            lr_decay=host("latent_lr_discount"),
             lr_growth=1.0,
             record="none",
         )

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from . import activations
+from .config import host_values
 from .network import Linear, NetworkSpec
 
 Tensor = torch.Tensor
@@ -126,8 +127,15 @@ def output_error(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = N
 
 
 def active_penalty(latent_l1: Optional[Tensor]) -> Optional[Tensor]:
-    """The per-run latent-penalty weights λ [R], or None when λ = 0 for every run (then R(x) costs nothing)."""
-    return None if latent_l1 is None or not bool((latent_l1 != 0).any()) else latent_l1
+    """The per-run latent-penalty weights λ [R], or None when λ = 0 for every run (then R(x) costs nothing).
+
+    Reads the values: give a host tensor (the backends move the weights to the device afterwards)."""
+    return None if latent_l1 is None or not bool((host_values(latent_l1) != 0).any()) else latent_l1
+
+
+def on_device(t: Optional[Tensor], dtype, device) -> Optional[Tensor]:
+    """A per-run hyperparameter tensor (or None) in the runs' dtype on their device."""
+    return None if t is None else t.to(dtype=dtype, device=device)
 
 
 def output_error_only(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = None) -> Tensor:
@@ -137,6 +145,12 @@ def output_error_only(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor
 
 
 class ClosedFormBackend:
+    """Closed-form F and gradients of a Linear stack.
+
+    ``energy_coef`` c and ``latent_l1`` λ ([R] each) are read on the host for the static choices
+    (c = 1 everywhere, λ = 0 everywhere: terms skipped) and moved to ``device``; give host tensors
+    (the Engine does) so that building a backend never waits for the device."""
+
     def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device,
                  latent_l1: Optional[Tensor] = None, run_last: bool = False):
         if spec.has_connectivity:
@@ -146,10 +160,10 @@ class ClosedFormBackend:
         self.pre = [activations.activation(u.pre_act) if u.pre_act else None for u in self.units]
         self.post = [activations.activation(u.post_act) if u.post_act else None for u in self.units]
         self.loss = loss
-        self.c_flat = energy_coef
-        self.c = energy_coef.reshape(-1, 1, 1)
-        self.c_is_one = bool((energy_coef == 1).all())
-        self.l1_flat = active_penalty(latent_l1)  # λ Σ|x| per run, or None
+        self.c_is_one = bool((host_values(energy_coef) == 1).all())
+        self.c_flat = on_device(energy_coef, dtype, device)
+        self.c = self.c_flat.reshape(-1, 1, 1)
+        self.l1_flat = on_device(active_penalty(latent_l1), dtype, device)  # λ Σ|x| per run, or None
         self.l1 = None if self.l1_flat is None else self.l1_flat.reshape(-1, 1, 1)
         node_units = [k for k, u in enumerate(self.units) if u.ends_in_node]
         self.node_of_unit = {k: n for n, k in enumerate(node_units)}

@@ -1,7 +1,9 @@
 """Typed configuration of the training step (engine spec §2.1) and timing sets (§2.2).
 
 Every hyperparameter that may differ between stacked runs accepts a scalar (shared) or a
-sequence/tensor of length R (one value per run). Weight learning rates may also be given per
+sequence/tensor of length R (one value per run). Give them as host values (numbers, sequences,
+CPU tensors): checks that read values run on the host before any device work, and the engine moves
+the values to the runs' device (see :func:`host_values`). Weight learning rates may also be given per
 parameter, as a mapping from parameter name (``"<layer index>.weight"``/``".bias"``) to a scalar,
 an [R] vector or an [R, *parameter shape] tensor (elementwise groups, e.g. the fear paradigm's
 separate rates for the two halves of one weight matrix).
@@ -113,9 +115,7 @@ class TrainConfig:
             raise TypeError(f"weight_opt must be SGD or Adam, got {self.weight_opt!r}")
         if not isinstance(self.latent_opt, (LatentSGD, LatentAdam)):
             raise TypeError(f"latent_opt must be LatentSGD or LatentAdam, got {self.latent_opt!r}")
-        d = torch.as_tensor(self.lr_decay, dtype=torch.float64)
-        a = torch.as_tensor(self.lr_growth, dtype=torch.float64)
-        d, a = torch.broadcast_tensors(d, a)
+        d, a = torch.broadcast_tensors(host_values(self.lr_decay), host_values(self.lr_growth))
         bad = (d >= 1) & (a <= 1) & ~((d == 1) & (a == 1))
         if bool(bad.any()):
             raise ValueError(
@@ -124,13 +124,13 @@ class TrainConfig:
             )
         if bool((d <= 0).any()):
             raise ValueError(f"lr_decay must be > 0, got {self.lr_decay!r}")
-        if not bool((torch.as_tensor(self.latent_l1, dtype=torch.float64) >= 0).all()):
+        if not bool((host_values(self.latent_l1) >= 0).all()):
             raise ValueError(f"latent_l1 must be >= 0, got {self.latent_l1!r}")
         compile_timing(self.latent_steps, self.T)  # validate early
 
     def adaptation_possible(self) -> bool:
-        d = torch.as_tensor(self.lr_decay, dtype=torch.float64)
-        a = torch.as_tensor(self.lr_growth, dtype=torch.float64)
+        """Whether some run can change its latent rate (d < 1 or a > 1), read from host values."""
+        d, a = torch.broadcast_tensors(host_values(self.lr_decay), host_values(self.lr_growth))
         return bool(((d < 1) | (a > 1)).any())
 
 
@@ -172,6 +172,20 @@ def compile_weight_timing(timing, T: int, n_weight_layers: int) -> List[List[boo
         return [compile_timing(timing.get(l, "never"), T) for l in range(1, L + 1)]
     row = compile_timing(timing, T)
     return [list(row) for _ in range(L)]
+
+
+def host_values(value: PerRun) -> Tensor:
+    """A per-run hyperparameter as a float64 tensor on the host, for checks that read its values.
+
+    Validation and the engine's static choices (is c = 1 everywhere, is λ ≠ 0 anywhere, is any
+    momentum set) read values; they read them here, before any device work, so the host never waits
+    for the device (DESIGN.md, "Speed"). Python numbers, sequences and CPU tensors cost
+    nothing; a tensor on an accelerator is copied to the host once (one synchronisation at set-up):
+    pass host values to :class:`TrainConfig` and let the :class:`~pcneuro.engine.Engine` move them.
+    """
+    if isinstance(value, Tensor):
+        return value.detach().to(device="cpu", dtype=torch.float64)
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
 def per_run(value: PerRun, n_runs: int, dtype, device) -> Tensor:

@@ -83,8 +83,9 @@ class Engine:
         self.trainable = spec.trainable_names()
 
         dt, dev = self.dtype, self.device
-        self.energy_coef = per_run(config.energy_coef, R, dt, dev)
-        self.latent_l1 = per_run(config.latent_l1, R, dt, dev)
+        # c and λ go to the backend as host tensors: it reads them for static choices, then moves them
+        energy_coef = per_run(config.energy_coef, R, dt, "cpu")
+        latent_l1 = per_run(config.latent_l1, R, dt, "cpu")
         self.lr_decay = per_run(config.lr_decay, R, dt, dev)
         self.lr_growth = per_run(config.lr_growth, R, dt, dev)
         self.stop_lr = None if config.stop_lr is None else per_run(config.stop_lr, R, dt, dev)
@@ -98,9 +99,9 @@ class Engine:
         # "auto" is decided at the first batch (it depends on B)
         self._layout_pending = backend == "closed_form" and layout == "auto"
         if backend == "closed_form":
-            self.backend = ClosedFormBackend(spec, config.loss, self.energy_coef, dt, dev, self.latent_l1)
+            self.backend = ClosedFormBackend(spec, config.loss, energy_coef, dt, dev, latent_l1)
         elif backend == "functional":
-            self.backend = FunctionalBackend(spec, config.loss, self.energy_coef, dt, dev, self.latent_l1)
+            self.backend = FunctionalBackend(spec, config.loss, energy_coef, dt, dev, latent_l1)
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.backend_name = backend

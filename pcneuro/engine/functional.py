@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch.func import grad_and_value, vmap
 
-from .closed_form import Evaluation, active_penalty
+from .closed_form import Evaluation, active_penalty, on_device
 from .network import NetworkSpec, apply_layers, is_shared_input
 
 Tensor = torch.Tensor
@@ -31,24 +31,38 @@ def _loss_one_run(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = 
 
 
 class FunctionalBackend:
+    """F as a pure function, differentiated with ``torch.func``. ``energy_coef``/``latent_l1`` [R]
+    and the connectivity masks are read on the host (static choices) and moved to ``device``, as in
+    :class:`~pcneuro.engine.closed_form.ClosedFormBackend`."""
+
     def __init__(self, spec: NetworkSpec, loss: str, energy_coef: Tensor, dtype, device,
                  latent_l1: Optional[Tensor] = None):
         self.spec = spec
         self.loss = loss
-        self.c = energy_coef
-        self.l1 = active_penalty(latent_l1)  # λ Σ|x| per run, or None
+        self.c = on_device(energy_coef, dtype, device)
+        self.l1 = on_device(active_penalty(latent_l1), dtype, device)  # λ Σ|x| per run, or None
         idx = spec.segment_layer_indices()
         self.segments = [[(i, spec.layers[i]) for i in seg] for seg in idx]
         n_nodes = len(self.segments) - 1
         self.node_masks = [spec.node_mask_tensor(n, dtype, device) for n in range(n_nodes)]
         # per node with a connectivity mask S: (diag(S), None or (O, r, s) for its off-diagonal part O)
-        self.connectivity = [self._split(spec.node_connectivity_tensor(n, dtype, device)) for n in range(n_nodes)]
+        # split on the host (it reads whether S has off-diagonal entries), then moved to the device
+        self.connectivity = [self._to(self._split(spec.node_connectivity_tensor(n, dtype, "cpu")), device)
+                             for n in range(n_nodes)]
         # weight layer number (0-based, bottom to top) of every trainable parameter
         weight_layers = spec.weight_layer_indices
         self.unit_of_param = {n: weight_layers.index(int(n.split(".")[0])) for n in spec.param_shapes()}
 
     def unit_param_names(self, k: int) -> List[str]:
         return [n for n, u in self.unit_of_param.items() if u == k]
+
+    @staticmethod
+    def _to(split, device):
+        """A :meth:`_split` result with every tensor moved to ``device``."""
+        if split is None:
+            return None
+        diag, off = split
+        return diag.to(device), (None if off is None else tuple(t.to(device) for t in off))
 
     @staticmethod
     def _split(S: Optional[Tensor]):

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .config import Adam, LatentAdam, LatentSGD, SGD, per_param_lr, per_run
+from .config import Adam, LatentAdam, LatentSGD, SGD, host_values, per_param_lr, per_run
 
 Tensor = torch.Tensor
 State = Dict[str, Dict[str, Tensor]]
@@ -37,10 +37,11 @@ class WeightOptimizer:
         self.names = tuple(names)
         self.lr = per_param_lr(config.lr, self.names, shapes, n_runs, dtype, device)
         self.weight_decay = per_run(config.weight_decay, n_runs, dtype, device)
-        self.use_decay = bool((self.weight_decay != 0).any())
+        # static choices read host values (no device synchronisation)
+        self.use_decay = bool((host_values(config.weight_decay) != 0).any())
         if isinstance(config, SGD):
             self.momentum = per_run(config.momentum, n_runs, dtype, device)
-            self.use_momentum = bool((self.momentum != 0).any())
+            self.use_momentum = bool((host_values(config.momentum) != 0).any())
         else:
             self.beta1 = per_run(config.betas[0], n_runs, dtype, device)
             self.beta2 = per_run(config.betas[1], n_runs, dtype, device)
