@@ -1,10 +1,13 @@
 """Spreading runs over MPI ranks (mpi4py is optional).
 
 Without mpi4py, or outside ``mpiexec``, everything runs in one process. Under ``mpiexec -n K`` the
-runs of a plan are dealt round-robin to the ranks, each rank simulates its share on its own device,
-and rank 0 gathers the results. A rank that raises prints its traceback to stderr and aborts the
-whole job with a non-zero exit code, so a failure never leaves the other ranks hanging in a
-collective.
+runner cuts a plan into chunks (whole engine programs, the same whatever K is) and
+:func:`deal_chunks` gives each rank whole chunks, balanced by their estimated cost (DESIGN.md,
+Distribution: never a slice of every program, which would multiply kernel launches by K). Each rank
+simulates its chunks on its node-local device (:meth:`Communicator.local_rank`, from a shared-memory
+split of the world communicator) and rank 0 gathers the results. A rank that raises prints its
+traceback to stderr and aborts the whole job with a non-zero exit code, so a failure never leaves
+the other ranks hanging in a collective.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class Communicator:
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else 0
         self.size = comm.Get_size() if comm is not None else 1
+        self._local_rank = _node_local_rank(comm, self.rank)
 
     @property
     def is_root(self) -> bool:
@@ -46,10 +50,29 @@ class Communicator:
         raise SystemExit(code)
 
     def local_rank(self) -> int:
-        for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"):
-            if var in os.environ:
-                return int(os.environ[var])
-        return self.rank
+        """This rank's index among the ranks on its node (0 in one process): it picks the GPU."""
+        return self._local_rank
+
+
+_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def _node_local_rank(comm, rank: int) -> int:
+    """The rank within a shared-memory split of ``comm`` (one group per node). Collective: every rank
+    of ``comm`` constructs its Communicator at the same point (``world()``). Without MPI-3's
+    ``Split_type`` the launcher's environment variables decide, else the world rank."""
+    if comm is not None and hasattr(comm, "Split_type"):
+        from mpi4py import MPI
+
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+        try:
+            return node.Get_rank()
+        finally:
+            node.Free()
+    for var in _LOCAL_RANK_VARS:
+        if var in os.environ:
+            return int(os.environ[var])
+    return rank
 
 
 def launched_by_mpi() -> bool:
@@ -68,9 +91,26 @@ def world() -> Communicator:
     return Communicator(MPI.COMM_WORLD)
 
 
-def deal(items: Sequence[T], rank: int, size: int) -> List[T]:
-    """This rank's share of ``items``: every size-th item starting at ``rank``."""
-    return list(items[rank::size])
+def deal_chunks(costs: Sequence[float], size: int) -> List[List[int]]:
+    """Whole chunks to ``size`` ranks: ``costs[i]`` is chunk i's estimated cost; returns, per rank,
+    the ids of its chunks in increasing order.
+
+    Greedy longest-processing-time: chunks in decreasing cost (ties: lower id first) each go to the
+    least-loaded rank so far (ties: lower rank). Pure and deterministic, so every rank computes the
+    same assignment without communicating; the makespan is at most 4/3 of the best possible.
+    """
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"number of ranks must be a positive integer, got {size!r}")
+    for i, c in enumerate(costs):
+        if not (float(c) >= 0.0 and float(c) != float("inf")):
+            raise ValueError(f"chunk {i} has cost {c!r}; costs must be finite and non-negative")
+    load = [0.0] * int(size)
+    shares: List[List[int]] = [[] for _ in range(int(size))]
+    for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
+        target = min(range(len(load)), key=lambda r: (load[r], r))
+        shares[target].append(i)
+        load[target] += float(costs[i])
+    return [sorted(ids) for ids in shares]
 
 
 def on_root(comm: Communicator, fn: Callable[[], T]) -> Optional[T]:

@@ -2,9 +2,11 @@
 
 ``make_plan`` resolves a paradigm's configuration (defaults <- preset <- explicit settings; the
 default grid <- preset grid <- explicit grid, where a fixed setting collapses its axis to one value)
-into a list of runs. ``execute`` deals the runs to MPI ranks, groups each rank's runs that share a
-rule and every structural hyperparameter into one engine program, and gathers the measures into
-full arrays on rank 0. ``run`` does all of it and returns (and by default writes) the results.
+into a list of runs. ``chunk_plan`` cuts the runs into chunks, each one engine program (one rule,
+one set of structural settings, at most ``MAX_RUNS_PER_PROGRAM`` runs), whatever the number of
+ranks; ``execute`` deals whole chunks to the MPI ranks balanced by ``chunk_cost`` and gathers the
+measures into full arrays on rank 0. ``run`` does all of it and returns (and by default writes) the
+results.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .distributed import Communicator, deal, guarded, world
+from .distributed import Communicator, deal_chunks, guarded, world
 from .paradigm import Paradigm
 from .registry import paradigm_class
+from .testing import check_simulate_output
 
-#: the largest number of runs one engine program takes (memory bound, not semantics)
+#: the largest number of runs one engine program (one chunk) takes: a memory bound, not semantics,
+#: and never dependent on the number of ranks (the chunk plan must be the same for any K)
 MAX_RUNS_PER_PROGRAM = 100_000
 
 
@@ -177,72 +181,129 @@ def resolve_device(requested: str, comm: Communicator) -> torch.device:
     raise ValueError(f"--device {requested!r} is not one of auto, cpu, cuda, cuda:I")
 
 
-def _groups(cls, runs: Sequence[RunSpec]) -> List[List[RunSpec]]:
+def chunk_plan(cls, runs: Sequence[RunSpec], max_runs: int = MAX_RUNS_PER_PROGRAM) -> List[List[RunSpec]]:
+    """Runs -> the ordered chunks they are simulated in, each one engine program.
+
+    A chunk holds runs of one rule that share every structural hyperparameter (``Hyper.structural``:
+    tensor shapes and protocol), in plan order, at most ``max_runs`` of them; chunks come in the order
+    their first run appears. Pure: it depends on the runs only, never on the number of ranks or the
+    device, so the programs (and the engine's layout choice, which depends on R) are the same for
+    one process and for K ranks (DESIGN.md, Determinism)."""
+    if isinstance(max_runs, bool) or int(max_runs) != max_runs or max_runs < 1:
+        raise ValueError(f"max_runs must be a positive integer, got {max_runs!r}")
     structural = [k for k, h in cls.hyperparameters.items() if h.structural]
     groups: Dict[Tuple, List[RunSpec]] = {}
     for r in runs:
         key = (r.rule, tuple(r.settings[k] for k in structural))
         groups.setdefault(key, []).append(r)
-    out = []
+    chunks = []
     for members in groups.values():
-        for i in range(0, len(members), MAX_RUNS_PER_PROGRAM):
-            out.append(members[i : i + MAX_RUNS_PER_PROGRAM])
-    return out
+        for i in range(0, len(members), int(max_runs)):
+            chunks.append(members[i : i + int(max_runs)])
+    return chunks
 
 
-def _simulate_share(paradigm: Paradigm, runs: Sequence[RunSpec], device: torch.device,
-                    show_progress: bool) -> List[Tuple[int, Dict[str, np.ndarray]]]:
-    groups = _groups(type(paradigm), runs)
-    total = sum(paradigm.n_progress_steps(g[0].settings) for g in groups)
+#: rules whose engine program makes one step per batch whatever T is (``build_rule`` sets T=1)
+_ONE_STEP_RULES = ("bp",)
+
+
+def chunk_cost(paradigm: Paradigm, chunk: Sequence[RunSpec]) -> int:
+    """Estimated cost of simulating ``chunk``, used only to balance the ranks:
+    runs x ``paradigm.n_progress_steps`` (e.g. trials) x T, where T is the ``T`` hyperparameter
+    (inference steps per trial) if the paradigm has one and the rule iterates (every rule but BP),
+    else 1. Launch overheads and the width of the network are left out on purpose."""
+    settings = chunk[0].settings
+    steps = "T" in type(paradigm).hyperparameters and chunk[0].rule not in _ONE_STEP_RULES
+    return len(chunk) * int(paradigm.n_progress_steps(settings)) * (int(settings["T"]) if steps else 1)
+
+
+@dataclass
+class Distribution:
+    """How a job's chunks were spread over the ranks (recorded in the results' attributes)."""
+
+    chunks: List[Dict[str, Any]]  # per chunk id: rule, structural settings, number of runs, estimated cost
+    chunks_per_rank: List[List[int]]  # the assignment of :func:`deal_chunks`
+    chunks_simulated: List[List[int]]  # the chunk ids each rank handed to ``simulate``, counted by that rank
+    devices: List[str]  # each rank's device, in rank order
+
+    def attrs(self) -> Dict[str, str]:
+        """NetCDF attributes (JSON text)."""
+        return {"devices": json.dumps(self.devices), "chunk_plan": json.dumps(self.chunks),
+                "chunks_per_rank": json.dumps(self.chunks_per_rank),
+                "chunks_simulated": json.dumps(self.chunks_simulated)}
+
+
+def _simulate_share(paradigm: Paradigm, chunks: Mapping[int, Sequence[RunSpec]], device: torch.device,
+                    show_progress: bool) -> Tuple[List[Tuple[int, Dict[str, np.ndarray]]], List[int]]:
+    """Simulate this rank's chunks ({chunk id: runs}), one engine program each; return the per-run
+    measures and the ids of the chunks simulated, in order."""
+    total = sum(paradigm.n_progress_steps(members[0].settings) for members in chunks.values())
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=paradigm.name, unit="step", file=sys.stderr, leave=False)
     results: List[Tuple[int, Dict[str, np.ndarray]]] = []
+    simulated: List[int] = []
     try:
-        for members in groups:
+        for chunk_id, members in chunks.items():
             out = paradigm.simulate(members[0].rule, [r.settings for r in members], [r.seed for r in members],
                                     device, (bar.update if bar is not None else (lambda n: None)))
-            for name in paradigm.measures:
-                if name not in out:
-                    raise RuntimeError(f"paradigm {paradigm.name!r} did not return measure {name!r}")
+            simulated.append(chunk_id)
+            out = check_simulate_output(paradigm, out, [r.settings for r in members])  # the plugin contract
             for i, r in enumerate(members):
                 results.append((r.index, {k: np.asarray(v[i]) for k, v in out.items()}))
     finally:
         if bar is not None:
             bar.close()
-    return results
+    return results, simulated
 
 
 def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator, quiet: bool,
-                  deterministic: bool) -> Optional[Dict[int, Dict[str, np.ndarray]]]:
-    """Simulate ``runs`` dealt over the ranks; on rank 0 return {run index: {measure: array}}, else None."""
+                  deterministic: bool) -> Tuple[Optional[Dict[int, Dict[str, np.ndarray]]], Optional[Distribution]]:
+    """Simulate ``runs``: cut into chunks (:func:`chunk_plan`), whole chunks dealt to the ranks by
+    estimated cost (:func:`deal_chunks`, :func:`chunk_cost`). On rank 0 return
+    ({run index: {measure: array}}, Distribution), elsewhere (None, None)."""
     paradigm = cls()
+
+    def plan_chunks():  # pure, so every rank computes the same plan and assignment
+        chunks = chunk_plan(cls, runs)
+        costs = [chunk_cost(paradigm, c) for c in chunks]
+        return chunks, costs, deal_chunks(costs, comm.size)
+
+    chunks, costs, assignment = guarded(comm, plan_chunks)
 
     def work():
         dev = resolve_device(device, comm)
         if dev.type == "cpu" and comm.size > 1:
             torch.set_num_threads(1)
         if dev.type == "cuda":
+            torch.cuda.set_device(dev)
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        share = deal(runs, comm.rank, comm.size)
+        share = {i: chunks[i] for i in assignment[comm.rank]}
+        show = not quiet and comm.is_root
         if not deterministic:
-            return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
+            return (*_simulate_share(paradigm, share, dev, show_progress=show), str(dev))
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         before = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)
         try:
-            return _simulate_share(paradigm, share, dev, show_progress=not quiet and comm.is_root)
+            return (*_simulate_share(paradigm, share, dev, show_progress=show), str(dev))
         finally:
             torch.use_deterministic_algorithms(before)
 
     local = guarded(comm, work)
     gathered = comm.gather(local)
     if not comm.is_root:
-        return None
-    return {i: m for part in gathered for i, m in part}
+        return None, None
+    distribution = Distribution(
+        chunks=[{"rule": c[0].rule, "structural": {k: c[0].settings[k] for k, h in cls.hyperparameters.items()
+                                                   if h.structural},
+                 "runs": len(c), "cost": cost} for c, cost in zip(chunks, costs)],
+        chunks_per_rank=assignment, chunks_simulated=[part[1] for part in gathered],
+        devices=[part[2] for part in gathered])
+    return {i: m for part in gathered for i, m in part[0]}, distribution
 
 
 def _assemble(cls, runs: Sequence[RunSpec], by_index, shape: Tuple[int, ...], position) -> Dict[str, np.ndarray]:
@@ -266,13 +327,20 @@ def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = Non
 
     Numerics (engine spec §4.2 item 9): TF32 is off; ``deterministic`` also switches on
     ``torch.use_deterministic_algorithms`` (CUDA then needs CUBLAS_WORKSPACE_CONFIG, set here)."""
+    return _execute(plan, device, comm, quiet, deterministic)[0]
+
+
+def _execute(plan: Plan, device: str, comm: Optional[Communicator], quiet: bool,
+             deterministic: bool) -> Tuple[Optional[Dict[str, np.ndarray]], Optional[Distribution]]:
+    """:func:`execute`, also returning (on rank 0) how the chunks were distributed."""
     comm = comm or Communicator(None)
     cls = paradigm_class(plan.paradigm)
-    by_index = _execute_runs(cls, plan.runs, device, comm, quiet, deterministic)
+    by_index, distribution = _execute_runs(cls, plan.runs, device, comm, quiet, deterministic)
     if by_index is None:
-        return None
+        return None, None
     shape = (len(plan.rules), len(plan.seeds), *[len(v) for v in plan.grid.values()])
-    return _assemble(cls, plan.runs, by_index, shape, lambda r: (r.rule_index, r.seed_index, *r.grid_index))
+    arrays = _assemble(cls, plan.runs, by_index, shape, lambda r: (r.rule_index, r.seed_index, *r.grid_index))
+    return arrays, distribution
 
 
 def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapping[str, Any]],
@@ -297,7 +365,7 @@ def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapp
             runs.append(RunSpec(len(runs), rules[0], 0, s, si, (pi,), settings))
     if not runs:
         raise ValueError("simulate_points: no points given")
-    by_index = _execute_runs(cls, runs, device, comm, quiet, deterministic)
+    by_index, _ = _execute_runs(cls, runs, device, comm, quiet, deterministic)
     if by_index is None:
         return None
     return _assemble(cls, runs, by_index, (len(points), len(seed_list)), lambda r: (r.grid_index[0], r.seed_index))
@@ -324,7 +392,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     resolve_device(device, comm)  # a bad --device fails here, before anything is written
     started = time.time()
     path = results.prepare_output(plan, out, comm) if write else None
-    arrays = execute(plan, device=device, comm=comm, quiet=quiet, deterministic=deterministic)
+    arrays, distribution = _execute(plan, device, comm, quiet, deterministic)
     if not comm.is_root:
         return None
     finished = time.time()
@@ -337,6 +405,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         "elapsed_seconds": round(finished - started, 3),
         "tf32": int(torch.backends.cuda.matmul.allow_tf32),
         "deterministic": int(deterministic or torch.are_deterministic_algorithms_enabled()),
+        **distribution.attrs(),
     }
     ds = results.build_dataset(plan, arrays, meta)
     measures = paradigm_class(plan.paradigm).measures

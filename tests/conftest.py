@@ -19,13 +19,23 @@ def cli_env(extra_path=None):
     return env
 
 
+def find_mpiexec():
+    """The ``mpiexec`` next to the running Python (``pip install mpich`` puts it in the venv's bin, so
+    ``venv/bin/python -m pytest`` works without an activated venv), else the first on PATH, else None."""
+    beside = Path(sys.executable).parent / ("mpiexec.exe" if os.name == "nt" else "mpiexec")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
 def run_cli(*args, mpi_ranks=None, extra_path=None, timeout=300, cwd=None):
     """``python run_paradigm.py ARGS`` (under ``mpiexec -n K`` if asked); returns CompletedProcess."""
     cmd = [sys.executable, str(ROOT / "run_paradigm.py"), *map(str, args)]
     if mpi_ranks:
-        mpiexec = shutil.which("mpiexec")
+        mpiexec = find_mpiexec()
         if mpiexec is None:
-            pytest.fail("mpiexec not found: install it with `pip install mpi4py mpich`")
+            pytest.fail("mpiexec not found next to the running Python or on PATH: install it with "
+                        "`pip install mpi4py mpich`")
         cmd = [mpiexec, "-n", str(mpi_ranks), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env(extra_path),
                           cwd=cwd or ROOT)
@@ -39,3 +49,12 @@ def plugin_path(tmp_path_factory):
                     "--target", str(target), str(ROOT / "tests" / "plugin_pkg")], check=True,
                    capture_output=True, text=True)
     return target
+
+
+def fake_plugin_dist(folder, dist_name: str, entry_points: str) -> None:
+    """Make ``folder`` look like an installed distribution whose entry points are ``entry_points``
+    (e.g. ``"broken = no_such_module:Thing"`` in the ``pcneuro.paradigms`` group)."""
+    dist = Path(folder) / f"{dist_name.replace('-', '_')}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[pcneuro.paradigms]\n{entry_points}\n")

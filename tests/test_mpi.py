@@ -1,13 +1,74 @@
-"""Seeds spread over MPI ranks (pip-installed mpich): same file as one process; failures end the job."""
+"""Whole chunks of runs spread over MPI ranks (pip-installed mpich): same file as one process;
+failures end the job. The chunk plan and the dealing are pure functions, tested here without MPI."""
+import json
+import sys
+
 import numpy as np
+import pytest
 import xarray as xr
 
-from conftest import run_cli
+from conftest import find_mpiexec, run_cli
+from pcneuro.distributed import deal_chunks
+from pcneuro.registry import paradigm_class
+from pcneuro.runner import chunk_cost, chunk_plan, make_plan
 
 
-def test_two_ranks_write_the_one_process_file(tmp_path):
+def test_deal_chunks_gives_each_chunk_to_one_rank_longest_first():
+    costs = [5, 4, 3, 3, 3]
+    shares = deal_chunks(costs, 2)
+    # longest first onto the least-loaded rank: 5->0, 4->1, 3->1 (4 < 5), 3->0 (5 < 7), 3->1 (7 < 8)
+    assert shares == [[0, 3], [1, 2, 4]]
+    assert sorted(i for share in shares for i in share) == list(range(len(costs)))
+    assert deal_chunks(costs, 2) == shares  # deterministic
+    assert deal_chunks(costs, 1) == [[0, 1, 2, 3, 4]]
+    assert deal_chunks([1.0, 1.0], 4) == [[0], [1], [], []]  # more ranks than chunks: some idle
+    assert deal_chunks([], 3) == [[], [], []]
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="ranks"):
+            deal_chunks(costs, bad)
+    with pytest.raises(ValueError, match="chunk 1"):
+        deal_chunks([1.0, float("nan")], 2)
+
+
+def test_chunk_plan_is_whole_programs_whatever_the_ranks():
+    cls = paradigm_class("fear_conditioning")
+    plan = make_plan(cls, preset="quick", grid={"n_hidden": [2, 4]})  # 2 rules x 2 n_hidden x 8 points x 2 seeds
+    chunks = chunk_plan(cls, plan.runs)
+    assert [(c[0].rule, c[0].settings["n_hidden"], len(c)) for c in chunks] == \
+        [("pc", 2, 16), ("pc", 4, 16), ("bp", 2, 16), ("bp", 4, 16)]
+    for c in chunks:  # one rule and one set of structural settings per chunk, runs in plan order
+        assert {(r.rule, r.settings["n_hidden"]) for r in c} == {(c[0].rule, c[0].settings["n_hidden"])}
+        assert [r.index for r in c] == sorted(r.index for r in c)
+    assert sorted(r.index for c in chunks for r in c) == [r.index for r in plan.runs]
+    cut = chunk_plan(cls, plan.runs, max_runs=6)  # cut at the maximum size, in order
+    assert [len(c) for c in cut] == [6, 6, 4] * 4
+    assert [r.index for c in cut for r in c] == [r.index for c in chunks for r in c]
+    with pytest.raises(ValueError, match="max_runs"):
+        chunk_plan(cls, plan.runs, max_runs=0)
+    paradigm = cls()
+    steps = paradigm.n_progress_steps(plan.runs[0].settings)
+    assert chunk_cost(paradigm, chunks[0]) == 16 * steps * plan.settings["T"]  # PC: T inference steps
+    assert chunk_cost(paradigm, chunks[2]) == 16 * steps  # BP: one step per trial
+
+
+def test_find_mpiexec_prefers_the_one_beside_python(tmp_path, monkeypatch):
+    venv_bin, path_bin = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
+    for folder in (venv_bin, path_bin):
+        folder.mkdir(parents=True)
+    (venv_bin / "python").touch()
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(path_bin))
+    assert find_mpiexec() is None
+    for folder in (path_bin, venv_bin):
+        (folder / "mpiexec").write_text("#!/bin/sh\n")
+        (folder / "mpiexec").chmod(0o755)
+        assert find_mpiexec() == str(folder / "mpiexec")  # PATH's alone, then the venv's first
+
+
+def test_two_ranks_share_whole_chunks_and_write_the_one_process_file(tmp_path):
     one, two = tmp_path / "one.nc", tmp_path / "two.nc"
-    args = ["fear_conditioning", "--preset", "quick", "--seeds", "3", "--quiet"]
+    args = ["fear_conditioning", "--preset", "quick", "--seeds", "3", "--grid", "n_hidden=2,4,6", "--quiet",
+            "--no-figure"]
     r1 = run_cli(*args, "--out", one)
     r2 = run_cli(*args, "--out", two, mpi_ranks=2)
     assert r1.returncode == 0, r1.stderr
@@ -15,6 +76,15 @@ def test_two_ranks_write_the_one_process_file(tmp_path):
     assert r2.stdout.count("wrote ") == 1  # only rank 0 writes and reports
     with xr.open_dataset(one) as a, xr.open_dataset(two) as b:
         assert a.attrs["mpi_size"] == 1 and b.attrs["mpi_size"] == 2
+        assert len(json.loads(a.attrs["devices"])) == 1 and len(json.loads(b.attrs["devices"])) == 2
+        plan = json.loads(b.attrs["chunk_plan"])
+        assert plan == json.loads(a.attrs["chunk_plan"])  # the same programs whatever the ranks
+        assert len(plan) == 6  # 2 rules x 3 n_hidden
+        assigned = json.loads(b.attrs["chunks_per_rank"])
+        ran = json.loads(b.attrs["chunks_simulated"])  # counted by each rank as it simulated
+        assert ran == assigned and all(ran)  # both ranks worked, each on what it was dealt
+        assert sorted(i for share in ran for i in share) == list(range(len(plan)))  # each chunk once
+        assert json.loads(a.attrs["chunks_simulated"]) == [list(range(len(plan)))]
         assert set(a.data_vars) == set(b.data_vars)
         for name in a.data_vars:
             assert a[name].dims == b[name].dims
