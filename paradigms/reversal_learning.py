@@ -11,7 +11,7 @@ recorded pattern crosses: stay falls, switch rises.
 Protocol (specs/behaviour.md §3.2). ``n_trials`` = 128 trials, the input is always 1, the correct
 option c is 0 at the start. On trial t:
 
-1. q_t = the feed-forward output [2]; a_t ~ softmax(q_t / temperature) (``choice="argmax"``
+1. q_t = the feed-forward output [2]; a_t ~ softmax(q_t / temperature) (``choice_rule="argmax"``
    takes the larger value instead, ties to option 0);
 2. if trial t−1 was punished, log v_punish = q_{t−1}[a_{t−1}], v_next = q_t[a_t] (both before
    learning) and switch = (a_t ≠ a_{t−1}); only events whose "next" trial is
@@ -458,7 +458,7 @@ class ReversalLearning(Paradigm):
         "p_win_incorrect": Hyper(0.4, "probability that the incorrect option wins", min=0.0, max=1.0),
         "p_reverse": Hyper(0.25, "per-trial reversal probability once armed", min=0.0, max=1.0),
         "n_correct_to_arm": Hyper(4, "consecutive correct choices that arm a reversal", type=int, min=1),
-        "choice": Hyper("softmax", "choice rule: softmax sampling or argmax", type=str,
+        "choice_rule": Hyper("softmax", "choice rule: softmax sampling or argmax", type=str,
                         choices=("softmax", "argmax")),
         "temperature": Hyper(1.0, "softmax temperature (> 0)", min=0.0),
         "reference_compat": Hyper(False, "keep the success history across reversals, as the reference did "
@@ -488,7 +488,7 @@ class ReversalLearning(Paradigm):
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
-        if settings["choice"] == "softmax" and settings["temperature"] <= 0:
+        if settings["choice_rule"] == "softmax" and settings["temperature"] <= 0:
             raise ValueError(f"temperature={settings['temperature']!r} must be > 0 for softmax choice")
         if settings["first_logged_trial"] > settings["n_trials"]:
             raise ValueError(f"first_logged_trial={settings['first_logged_trial']!r} is after the last trial "
@@ -545,7 +545,7 @@ class ReversalLearning(Paradigm):
                             per_run("n_correct_to_arm", torch.long), per_run("reference_compat", torch.bool))
         log = PunishmentLog(R, dt, device)
         temperature = per_run("temperature")
-        use_argmax = torch.tensor([s["choice"] == "argmax" for s in settings], device=device)
+        use_argmax = torch.tensor([s["choice_rule"] == "argmax" for s in settings], device=device)
         first_logged = per_run("first_logged_trial", torch.long) - 1  # 0-based index of the "next" trial
         x0 = torch.ones(1, 1, dtype=dt, device=device)
         n_correct = torch.zeros(R, dtype=torch.long, device=device)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make a hyperparameter a grid axis; repeatable")
     p.add_argument("--device", default="auto", help="auto (default: a GPU if present), cpu, cuda or cuda:I")
     p.add_argument("--out", default=None, metavar="PATH",
-                   help="output file, or a folder for <run-id>.nc (default results/<paradigm>/<run-id>.nc)")
+                   help="FILE.nc, or a folder (any other path, created if need be) for <run-id>.nc "
+                        "(default results/<paradigm>/<run-id>.nc)")
     p.add_argument("--deterministic", action="store_true",
                    help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")

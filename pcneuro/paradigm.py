@@ -144,7 +144,9 @@ class Paradigm:
       figure_point: the grid point the figure shows where it is in the grid (others are averaged);
       dataset: name of the recorded data in :mod:`pcneuro.datasets`, or None;
       fit: a :class:`FitSpec` saying how the measure is fitted to recorded data, or None;
-      dtype: ``"float64"`` (default; tiny behavioural nets) or ``"float32"`` (benchmarks).
+      dtype: ``"float64"`` (default; tiny behavioural nets) or ``"float32"`` (benchmarks);
+      host_environment: True when the environment lives on the host (e.g. gymnasium): the fake-device
+      check (:mod:`pcneuro.fake_device`) then runs it up to its first host read.
 
     ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
     returns ``{measure: array[n_runs, *measure.dims]}``.
@@ -169,6 +171,7 @@ class Paradigm:
     dataset: ClassVar[Optional[str]] = None
     fit: ClassVar[Optional[FitSpec]] = None
     dtype: ClassVar[str] = "float64"
+    host_environment: ClassVar[bool] = False
 
     @classmethod
     def torch_dtype(cls) -> torch.dtype:

@@ -5,11 +5,17 @@ The figure shows the seed mean ± SEM of the main measure per condition, along t
 selected at the paradigm's ``figure_point`` where that point is in the grid (the configuration the
 paper highlights), and at their first value otherwise (a mean over settings would mix runs that
 need not belong together, diverged ones included); the title says which.
+
+Curves that coincide must both stay visible (under BP, fear conditioning's LN+ and LN+,L- are one
+curve: that is the finding). Each condition's line is drawn thinner than the one before and in its
+own style (solid, dashed, dotted, dash-dot), so an earlier line shows around and between the dashes
+of a later one lying on it; a curve equal to an earlier one at every point says so in its panel's
+legend (``LN+,L- (= LN+)``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import xarray as xr
@@ -35,6 +41,24 @@ def _select_grid(ds: xr.Dataset, da: xr.DataArray, figure_point) -> Tuple[xr.Dat
     return da, notes
 
 
+#: (line style, line width) per condition, in drawing order: later lines thinner and broken
+LINE_STYLES = (("-", 3.0), ("--", 2.2), (":", 1.8), ("-.", 1.3))
+
+
+def line_style(j: int) -> Tuple[str, float]:
+    """The (linestyle, linewidth) of the ``j``-th condition's line."""
+    style, width = LINE_STYLES[j % len(LINE_STYLES)]
+    return style, max(width - 0.2 * (j // len(LINE_STYLES)), 0.8)
+
+
+def equal_to_earlier(curves: List[np.ndarray]) -> List[Optional[int]]:
+    """For each curve, the first earlier curve it equals at every point (NaN equal to NaN), or None."""
+    out: List[Optional[int]] = []
+    for j, c in enumerate(curves):
+        out.append(next((i for i in range(j) if np.array_equal(curves[i], c, equal_nan=True)), None))
+    return out
+
+
 def summary_figure(ds: xr.Dataset, path) -> Path:
     """Draw the summary figure of ``ds`` and save it to ``path`` (PNG); return the path."""
     import matplotlib
@@ -58,27 +82,30 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
     rules = list(ds["rule"].values)
     # each rule on its own scale: the rules' raw outputs can differ by orders of magnitude
     fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.4), squeeze=False)
-    for ax, rule in zip(axes[0], rules):
+    for k, (ax, rule) in enumerate(zip(axes[0], rules)):
         m, s = mean.sel(rule=rule), sem.sel(rule=rule)
         m, labels = stack_conditions(m, cond_dims, cls.main_measure)
         s = stack_conditions(s, cond_dims, cls.main_measure)[0]
+        same = equal_to_earlier([m.isel(_cond=j).values for j in range(len(labels))])
         for j, label in enumerate(labels):
             mj, sj = m.isel(_cond=j), s.isel(_cond=j)
             if x_dim:
                 x = ds[x_dim].values
-                ax.plot(x, mj.values, label=label)
-                ax.fill_between(x, (mj - sj).values, (mj + sj).values, alpha=0.25)
+                style, width = line_style(j)
+                shown = label if same[j] is None else f"{label} (= {labels[same[j]]})"
+                ax.plot(x, mj.values, label=shown, linestyle=style, linewidth=width, color=f"C{j}", zorder=2 + j)
+                ax.fill_between(x, (mj - sj).values, (mj + sj).values, alpha=0.2, color=f"C{j}", linewidth=0)
             else:
                 ax.bar(j, float(mj), yerr=float(sj), capsize=3, label=label)
         if not x_dim:
             ax.set_xticks(range(len(labels)), [label.replace(", ", "\n") for label in labels])
+        elif k == len(rules) - 1 or any(i is not None for i in same):  # a panel's own coincidences are named there
+            ax.legend(fontsize=8)
         ax.set_title(str(rule).upper())
         ax.set_xlabel(x_dim or "")
         ax.grid(alpha=0.3)
     for ax in axes[0]:
         ax.set_ylabel(measure.attrs.get("long_name", cls.main_measure).split(":")[0])
-    if x_dim:
-        axes[0][-1].legend(fontsize=8)
     import textwrap
 
     width = int(4.2 * len(rules) * 14)  # characters that fit across the figure at this font size

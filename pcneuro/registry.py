@@ -4,23 +4,31 @@ Modelled on gymnasium's registration: one small spec per registered name, entry 
 ``"module:attr"`` strings so that a plugin's module is imported only when it is used, a wrong name
 answered with the closest registered names, and a broken plugin turned into a warning rather than
 a crash of everything else. Third-party packages register through the entry-point group
-``pcneuro.paradigms``::
+``pcneuro.paradigms`` (``pyproject.toml``; docs/plugins.md)::
 
-    [options.entry_points]
-    pcneuro.paradigms =
-        my_task = my_package.my_module:MyTask
+    [project.entry-points."pcneuro.paradigms"]
+    my_task = "my_package.my_module:MyTask"
+
+A class is checked against the plugin contract (:func:`pcneuro.testing.check_paradigm`) when it is
+registered: ``@register`` raises :class:`~pcneuro.testing.ParadigmContractError`; an entry-point
+plugin that breaks it is a warning in :func:`list_paradigms` and one line from :func:`make`.
+A plugin module may also decorate its class with ``@register``: the same class reached both ways
+is one registration, not a conflict. Two different classes under one name: the one registered in
+the running process (a built-in, or ``@register`` in your code) is used, with a warning naming both.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Dict, List, Optional, Type, Union
 
 from .paradigm import Paradigm
+from .testing import check_paradigm
 
 ENTRY_POINT_GROUP = "pcneuro.paradigms"
 
@@ -33,14 +41,19 @@ class ParadigmSpec:
     source: str = "built-in"
 
     def load(self) -> Type[Paradigm]:
+        global _loading
         if self.cls is None:
             module_name, _, attr = self.entry_point.partition(":")
-            obj = importlib.import_module(module_name)
+            _loading, before = self.name, _loading  # its module may @register the class itself
+            try:
+                obj = importlib.import_module(module_name)
+            finally:
+                _loading = before
             for part in attr.split("."):
                 obj = getattr(obj, part)
             if not (isinstance(obj, type) and issubclass(obj, Paradigm)):
                 raise TypeError(f"{self.entry_point} is not a pcneuro Paradigm subclass")
-            self.cls = obj
+            self.cls = check_paradigm(obj)
         return self.cls
 
 
@@ -50,10 +63,35 @@ class UnknownParadigmError(LookupError):
 
 _registry: Dict[str, ParadigmSpec] = {}
 _discovered = False
+_loading: Optional[str] = None  # the entry point being imported by ParadigmSpec.load, if any
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _target(cls: type) -> str:
+    """``cls`` written as an entry point, ``module:qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _resolves_to(entry_point: str, cls: type) -> bool:
+    """Whether ``entry_point`` names ``cls``, judged without importing anything."""
+    if entry_point == _target(cls):
+        return True
+    module_name, _, attr = entry_point.partition(":")
+    obj = sys.modules.get(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    return obj is cls
 
 
 def register(cls_or_name: Union[Type[Paradigm], str], entry_point: Optional[str] = None):
-    """Register a paradigm class (usable as a class decorator) or a name with a lazy entry point."""
+    """Register a paradigm class (usable as a class decorator) or a name with a lazy entry point.
+
+    The class is checked first (:func:`pcneuro.testing.check_paradigm`): a class that breaks the
+    plugin contract raises :class:`~pcneuro.testing.ParadigmContractError` listing every problem.
+    """
     if isinstance(cls_or_name, str):
         if entry_point is None:
             raise ValueError("register(name, entry_point='module:Class') needs an entry point")
@@ -62,10 +100,22 @@ def register(cls_or_name: Union[Type[Paradigm], str], entry_point: Optional[str]
     cls = cls_or_name
     if not (isinstance(cls, type) and issubclass(cls, Paradigm)) or not cls.name:
         raise TypeError("register() takes a Paradigm subclass with a non-empty `name`")
+    check_paradigm(cls)
     existing = _registry.get(cls.name)
+    source = _where(cls)
     if existing is not None and existing.cls is not None and existing.cls is not cls:
-        warnings.warn(f"paradigm {cls.name!r} registered twice; the later definition wins", stacklevel=2)
-    _registry[cls.name] = ParadigmSpec(cls.name, cls=cls, source=cls.__module__)
+        if _target(existing.cls) != _target(cls):  # the same class defined again (a re-run cell) is quiet
+            warnings.warn(f"paradigm {cls.name!r} is registered twice ({_where(existing.cls)} and {source}); "
+                          f"using the later one, {source}", stacklevel=2)
+    elif existing is not None and existing.cls is None and existing.entry_point:
+        same_package = existing.entry_point.split(".")[0].split(":")[0] == cls.__module__.split(".")[0]
+        if cls.name == _loading or existing.entry_point == _target(cls) or same_package:
+            source = existing.source  # the plugin's own module registering its class
+        else:
+            warnings.warn(f"paradigm {cls.name!r}: {source} replaces the plugin entry point "
+                          f"{existing.entry_point} of the same name; rename one to use both", stacklevel=2)
+    _registry[cls.name] = ParadigmSpec(cls.name, entry_point=existing.entry_point if existing else None,
+                                       cls=cls, source=source)
     return cls
 
 
@@ -81,10 +131,15 @@ def _discover() -> None:
         if not info.name.startswith("_"):
             importlib.import_module(f"{builtins.__name__}.{info.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _registry:
-            warnings.warn(f"plugin paradigm {ep.name!r} ({ep.value}) is shadowed by an existing one", stacklevel=2)
-            continue
-        _registry[ep.name] = ParadigmSpec(ep.name, entry_point=ep.value, source=f"plugin {ep.value}")
+        existing = _registry.get(ep.name)
+        if existing is None:
+            _registry[ep.name] = ParadigmSpec(ep.name, entry_point=ep.value, source=f"plugin {ep.value}")
+        elif existing.cls is not None and _resolves_to(ep.value, existing.cls):
+            existing.source = f"plugin {ep.value}"  # its module was imported first and ran @register
+        else:
+            used = _where(existing.cls) if existing.cls is not None else existing.entry_point
+            warnings.warn(f"paradigm {ep.name!r}: the plugin entry point {ep.value} and {used} share this name; "
+                          f"using {used} (registered in this process); rename one to use both", stacklevel=2)
 
 
 def _spec(name: str) -> ParadigmSpec:

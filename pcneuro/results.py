@@ -1,4 +1,4 @@
-"""Results: one xarray.Dataset per invocation, written atomically as NetCDF4.
+"""Results: one xarray.Dataset per invocation, written atomically as compressed NetCDF4.
 
 Dims: ``rule``, ``seed``, one dim per grid axis (named as the hyperparameter), then the paradigm's
 own dims. Data variables are the paradigm's measures with ``long_name``/``units``. Global attrs
@@ -120,14 +120,22 @@ def new_run_id(plan: Plan, when: Optional[_dt.datetime] = None) -> str:
 
 
 def output_path(plan: Plan, out=None) -> Path:
-    """Where a run's results go: ``out``, or ``<out>/<run-id>.nc`` when ``out`` is a folder (existing,
-    or written with a trailing slash), or ``results/<paradigm>/<run-id>.nc`` by default."""
+    """Where a run's results go: ``out`` itself when it ends in ``.nc`` (a file), else the folder
+    ``out`` (created if need be) with ``<run-id>.nc`` inside; ``results/<paradigm>/<run-id>.nc`` by
+    default. An existing folder is a folder whatever its name; an existing file without the ``.nc``
+    suffix is a ``ValueError`` (a file would be written without the suffix readers expect)."""
     if out is None:
         return default_path(plan.paradigm, new_run_id(plan))
     text = os.fspath(out)
-    if text.endswith(os.sep) or Path(text).is_dir():
-        return Path(text) / f"{new_run_id(plan)}.nc"
-    return Path(text)
+    path = Path(text)
+    if path.is_dir() or text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        return path / f"{new_run_id(plan)}.nc"
+    if path.suffix.lower() == ".nc":
+        return path
+    if path.exists():
+        raise ValueError(f"--out {text} is an existing file without the .nc suffix (a path without it is a "
+                         f"folder); give FILE.nc or a folder")
+    return path / f"{new_run_id(plan)}.nc"
 
 
 def check_writable(path: Path) -> None:
@@ -168,14 +176,31 @@ def prepare_output(plan: Plan, out, comm) -> Path:
     return Path(comm.bcast(str(path)))
 
 
+#: NetCDF4 compression of the numeric data variables: the default fear-conditioning grid's file
+#: (1 024 runs) shrinks 3.7x (1.59 MB to 0.43 MB) for a few hundredths of a second of writing
+COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
+
+
+def compressed(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` whose numeric data variables are written zlib-compressed (lossless;
+    xarray and netCDF4 readers decompress transparently). ``ds`` itself is left as it was."""
+    out = ds.copy(deep=False)
+    for name, var in out.data_vars.items():
+        if var.ndim and var.dtype.kind in "biuf":
+            encoding = {k: v for k, v in var.encoding.items() if k != "contiguous"}
+            out[name].encoding = {**encoding, **COMPRESSION}
+    return out
+
+
 def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
-    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename),
+    its numeric data variables compressed (:data:`COMPRESSION`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        compressed(ds).to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file

@@ -104,3 +104,20 @@ def test_out_folder_gets_a_run_id_file(tmp_path):
     assert res.returncode == 0, res.stderr
     files = list((tmp_path / "new").iterdir())
     assert len(files) == 1 and files[0].suffix == ".nc"
+
+
+def test_out_without_nc_suffix_is_a_folder(tmp_path):
+    res = run_cli("fear_conditioning", "--preset", "quick", "--seeds", "1", "--rule", "bp", "--quiet",
+                  "--out", "results", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert len(files) == 2 and files[0].endswith(".nc") and files[1] == files[0][:-3] + ".png"
+    assert f"wrote results{os.sep}{files[0]}" in res.stdout
+
+
+def test_out_naming_an_existing_file_without_nc_suffix_is_refused(tmp_path):
+    (tmp_path / "notes").write_text("keep me")
+    res = run_cli("fear_conditioning", "--preset", "quick", "--quiet", "--out", "notes", cwd=tmp_path)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "--out notes is an existing file without the .nc suffix" in lines[0]
+    assert (tmp_path / "notes").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes"]

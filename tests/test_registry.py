@@ -1,10 +1,12 @@
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
 
 import pcneuro
-from conftest import cli_env, run_cli
+from conftest import cli_env, fake_plugin_dist, run_cli
 
 
 def test_builtins_are_listed_and_filtered_by_tag():
@@ -27,16 +29,38 @@ def test_unknown_name_suggests_the_closest():
         pcneuro.make("fear_conditionin")
 
 
-def test_register_a_class_in_process():
+def _demo_class(name="registry_demo", qualname="Demo"):
     class Demo(pcneuro.Paradigm):
-        name = "registry_demo"
         tags = ("demo",)
+        presets = {"quick": pcneuro.Preset(seeds=1), "paper": pcneuro.Preset(seeds=4)}
+        measures = {"out": pcneuro.Measure((), "output")}
+        main_measure = "out"
 
+        def simulate(self, rule, settings, seeds, device, progress):
+            return {"out": np.zeros(len(settings))}
+
+    Demo.name, Demo.__qualname__ = name, qualname
+    return Demo
+
+
+def test_register_a_class_in_process():
+    Demo = _demo_class()
     pcneuro.register(Demo)
     assert pcneuro.paradigm_class("registry_demo") is Demo
     assert "registry_demo" in pcneuro.list_paradigms(tag="demo")
     with pytest.raises(TypeError):
         pcneuro.register(int)
+
+
+def test_registering_a_name_twice_says_which_class_is_used():
+    first, again, other = _demo_class("registry_twice"), _demo_class("registry_twice"), _demo_class("registry_twice", "Other")
+    pcneuro.register(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pcneuro.register(again)  # the same class defined again (a re-run notebook cell): quiet
+    with pytest.warns(UserWarning, match=r"registered twice \(.*\.Demo and .*\.Other\); using the later one"):
+        pcneuro.register(other)
+    assert pcneuro.paradigm_class("registry_twice") is other
 
 
 def test_entry_point_plugin_is_found_and_runs(plugin_path, tmp_path):
@@ -57,10 +81,7 @@ def test_entry_point_plugin_is_found_and_runs(plugin_path, tmp_path):
 
 
 def test_broken_plugin_is_a_warning_not_a_crash(tmp_path):
-    dist = tmp_path / "broken_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[pcneuro.paradigms]\nbroken = no_such_module_xyz:Thing\n")
+    fake_plugin_dist(tmp_path, "broken-plugin", "broken = no_such_module_xyz:Thing")
     code = ("import warnings, pcneuro\n"
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"

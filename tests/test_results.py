@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 import pcneuro
+from pcneuro.results import compressed, write_netcdf
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,46 @@ def test_deterministic_mode_is_recorded_and_restored(written):
     assert det.attrs["deterministic"] == 1
     assert not torch.are_deterministic_algorithms_enabled()  # global torch state left as it was
     np.testing.assert_array_equal(det["fear_to_N"].values, ds["fear_to_N"].sel(seed=[0]).values)
+
+
+def test_measures_are_written_compressed_and_the_dataset_is_left_as_it_was(written, tmp_path):
+    ds, out = written
+    with xr.open_dataset(out) as back:
+        encoding = back["fear_to_N"].encoding
+        first = back.load()
+    assert encoding["zlib"] and encoding["shuffle"] and encoding["complevel"] == 4
+    assert "zlib" not in ds["fear_to_N"].encoding  # the returned dataset is not changed by writing
+    assert compressed(ds)["rule"].encoding == {}  # only numeric data variables are compressed
+    plain = tmp_path / "plain.nc"
+    ds.to_netcdf(plain, engine="netcdf4", format="NETCDF4")
+    assert out.stat().st_size < 0.8 * plain.stat().st_size  # small file: the attributes weigh a lot here
+    write_netcdf(first, tmp_path / "again.nc")  # a reopened dataset (carrying its file's encoding) writes again
+    with xr.open_dataset(tmp_path / "again.nc") as again:
+        xr.testing.assert_identical(again.load(), first)
+
+
+def test_coinciding_curves_stay_visible_and_are_named(monkeypatch, tmp_path):
+    """Under BP, LN+ and LN+,L- are one curve (the finding): both lines must show in the figure."""
+    from pcneuro import plotting
+
+    ds = pcneuro.run("fear_conditioning", seeds=2, device="cpu", write=False,
+                     settings={"lr_perception": 0.001, "lr_mix_L": 0.001, "lr_mix_N": 1.0})
+    captured = {}
+
+    def capture(fig, path):
+        captured["fig"] = fig
+        return path
+
+    monkeypatch.setattr(plotting, "save_figure", capture)
+    plotting.summary_figure(ds, tmp_path / "f.png")
+    pc, bp = captured["fig"].axes
+    assert pc.get_legend() is None  # PC: the three groups differ at the end; the legend is on the last panel
+    labels = [t.get_text() for t in bp.get_legend().get_texts()]
+    assert labels == ["N+", "LN+", "LN+,L- (= LN+)"]
+    ln, ln_l = bp.get_lines()[1], bp.get_lines()[2]
+    np.testing.assert_array_equal(ln.get_ydata(), ln_l.get_ydata())  # the same curve ...
+    assert ln_l.get_linewidth() < ln.get_linewidth() and ln_l.get_linestyle() != ln.get_linestyle()  # ... both seen
+    assert ln_l.get_zorder() > ln.get_zorder()
+    import matplotlib.pyplot as plt
+
+    plt.close(captured["fig"])

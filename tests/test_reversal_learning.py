@@ -301,7 +301,7 @@ def test_a_stacked_run_equals_the_same_run_alone():
     seeds = [0, 1, 2, 3, 4, 5]
     p = ReversalLearning()
     varied = [dict(init_sd=0.1), dict(init_sd=0.01, lr_w=0.05), dict(reference_compat=True),
-              dict(choice="argmax"), dict(temperature=0.5, p_reverse=0.5), dict(n_correct_to_arm=2)]
+              dict(choice_rule="argmax"), dict(temperature=0.5, p_reverse=0.5), dict(n_correct_to_arm=2)]
     runs = [{**p.settings, "T": 16, **v} for v in varied]
     for rule in ("pc", "bp"):
         stacked = p.simulate(rule, runs, seeds, torch.device("cpu"), lambda n: None)
@@ -379,8 +379,8 @@ def test_bad_settings_fail_with_the_value():
         pcneuro.run("reversal_learning", preset="quick", settings={"first_logged_trial": 200}, write=False)
     with pytest.raises(ValueError, match="temperature=0"):
         pcneuro.run("reversal_learning", preset="quick", settings={"temperature": 0}, write=False)
-    with pytest.raises(ValueError, match="choice='greedy'"):
-        pcneuro.run("reversal_learning", preset="quick", settings={"choice": "greedy"}, write=False)
+    with pytest.raises(ValueError, match="choice_rule='greedy'"):
+        pcneuro.run("reversal_learning", preset="quick", settings={"choice_rule": "greedy"}, write=False)
 
 
 # -- robustness summary (§3.5 "Robustness (binding)") ----------------------------------------------------
