@@ -107,6 +107,11 @@ class FearConditioning(Paradigm):
         if settings["n_hidden"] % 2:
             raise ValueError(f"n_hidden={settings['n_hidden']} must be even (half the hidden units per cue)")
 
+    def bytes_per_run(self, settings: Mapping[str, Any]) -> int:
+        """Per run three tiny networks (one per group) and their 64-trial record: 64 KiB is generous
+        (the paper preset's 6,400 runs per rule are one program)."""
+        return 64 * 1024
+
     def coords(self, settings: Mapping[str, Any]) -> Dict[str, Sequence[Any]]:
         return {"group": list(GROUPS), "trial": list(range(settings["n_conditioning"] + settings["n_extinction"]))}
 

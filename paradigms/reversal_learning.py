@@ -494,6 +494,11 @@ class ReversalLearning(Paradigm):
             raise ValueError(f"first_logged_trial={settings['first_logged_trial']!r} is after the last trial "
                              f"(n_trials={settings['n_trials']})")
 
+    def bytes_per_run(self, settings: Mapping[str, Any]) -> int:
+        """Per run a 1-1-2 network, three streams of uniforms over the trials and the event log:
+        64 KiB is generous (the paper preset's 1,200 runs per rule are one program)."""
+        return 64 * 1024
+
     def coords(self, settings: Mapping[str, Any]) -> Dict[str, Sequence[Any]]:
         return {"at": list(AT), "choice": list(CHOICE), "action": list(ACTIONS)}
 

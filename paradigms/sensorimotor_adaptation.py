@@ -338,6 +338,12 @@ class SensorimotorAdaptation(Paradigm):
             raise ValueError(f"n_pre_blocks={settings['n_pre_blocks']} must be a multiple of 4 "
                              f"(each exposure once per 4 blocks)")
 
+    def bytes_per_run(self, settings: Mapping[str, Any]) -> int:
+        """Per run: the trial tensors (input and target, 2 floats each, ~2,020 trials, 64 KiB) and
+        the probe buffer dominate; 256 KiB leaves room for the engine's state (4 GiB: 16,384 runs, so
+        the default grid of 10,368 runs per rule is one program)."""
+        return 256 * 1024
+
     def coords(self, settings: Mapping[str, Any]) -> Dict[str, Sequence[Any]]:
         return {"exposure": list(EXPOSURES), "round": list(range(settings["n_post_rounds"]))}
 

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="FILE.nc, or a folder (any other path, created if need be) for <run-id>.nc "
                         "(default results/<paradigm>/<run-id>.nc)")
+    p.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="at most N runs per engine program (default: from the configuration and the device "
+                        "type's total memory; the chunk plan never depends on free memory or the ranks)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="finish an interrupted run from its checkpoints: with --out FILE.nc, or PATH naming "
+                        "its checkpoint folder (FILE.nc.chunks) or FILE.nc; a changed configuration is refused")
     p.add_argument("--deterministic", action="store_true",
                    help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
@@ -198,14 +204,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.data is not None and not args.fit:
             return fail("--data needs --fit")
         if args.fit:
+            if args.resume is not None or args.chunk is not None:
+                return fail("--resume and --chunk are not available with --fit")
             return _fit_main(args, settings, grid, command, comm)
         from .runner import run
 
+        if args.chunk is not None and args.chunk < 1:
+            return fail(f"--chunk {args.chunk}: need at least 1 run per chunk")
         ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
                  device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
-                 deterministic=args.deterministic, command=command, comm=comm)
+                 deterministic=args.deterministic, command=command, comm=comm, chunk=args.chunk,
+                 resume=args.resume)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         return fail(str(exc))
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback, the shell's status for SIGINT
+        if comm.is_root:
+            message = exc.message() if hasattr(exc, "message") else "interrupted"
+            sys.stderr.write(f"{message}\n")
+        return 130
     if ds is None:  # not rank 0
         return 0
     if not args.quiet:

@@ -136,6 +136,8 @@ def guarded(comm: Communicator, fn: Callable[[], T]) -> T:
         return fn()
     try:
         return fn()
+    except KeyboardInterrupt:
+        raise  # Ctrl-C reaches every rank (mpiexec forwards SIGINT): each stops; the CLI says one line
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise

@@ -129,6 +129,10 @@ class FitSpec:
 ProgressFn = Callable[[int], None]
 
 
+#: the default :meth:`Paradigm.bytes_per_run`: 1 MiB, generous for the small behavioural nets
+DEFAULT_BYTES_PER_RUN = 1 << 20
+
+
 class Paradigm:
     """Base class of every paradigm.
 
@@ -209,6 +213,13 @@ class Paradigm:
     def n_progress_steps(self, settings: Mapping[str, Any]) -> int:
         """How many progress ticks ``simulate`` reports per call (e.g. trials)."""
         return 1
+
+    def bytes_per_run(self, settings: Mapping[str, Any]) -> int:
+        """A conservative estimate of the device memory one run of ``simulate`` needs at its peak
+        (weights, latents, optimiser state and recorded measures). The runner sizes its chunks
+        (engine programs) with it. The default, :data:`DEFAULT_BYTES_PER_RUN` (1 MiB), is generous
+        for the small behavioural nets; a paradigm with big networks or long recordings overrides it."""
+        return DEFAULT_BYTES_PER_RUN
 
     def simulate(self, rule: str, settings: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                  device: torch.device, progress: ProgressFn) -> Dict[str, np.ndarray]:

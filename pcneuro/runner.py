@@ -30,6 +30,11 @@ from .testing import check_simulate_output
 #: the largest number of runs one engine program (one chunk) takes: a memory bound, not semantics,
 #: and never dependent on the number of ranks (the chunk plan must be the same for any K)
 MAX_RUNS_PER_PROGRAM = 100_000
+#: the memory one engine program may plan for on the CPU: a fixed, nominal 4 GiB, never the machine's
+#: free memory (the chunk plan, and so the bits, must not depend on what else runs there)
+CPU_BUDGET_BYTES = 4 << 30
+#: the share of a GPU's *total* memory (a property of the device type) one engine program may plan for
+GPU_BUDGET_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,44 @@ def chunk_plan(cls, runs: Sequence[RunSpec], max_runs: int = MAX_RUNS_PER_PROGRA
     return chunks
 
 
+def memory_budget(device: torch.device) -> int:
+    """Bytes one engine program may use on ``device``: :data:`GPU_BUDGET_FRACTION` of a GPU's total
+    memory, :data:`CPU_BUDGET_BYTES` on the CPU. Never the free memory, so it is the same for every
+    device of a type, whenever and wherever the job runs."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * GPU_BUDGET_FRACTION)
+    return CPU_BUDGET_BYTES
+
+
+def default_chunk_size(cls, runs: Sequence[RunSpec], budget: int) -> int:
+    """The largest chunk (runs per engine program) that fits ``budget`` bytes by the paradigm's
+    :meth:`~pcneuro.paradigm.Paradigm.bytes_per_run` (the largest over the runs' structural groups),
+    capped at :data:`MAX_RUNS_PER_PROGRAM`. A function of the configuration and the budget only."""
+    paradigm = cls()
+    structural = [k for k, h in cls.hyperparameters.items() if h.structural]
+    per_group: Dict[Tuple, int] = {}
+    for r in runs:
+        key = (r.rule, tuple(r.settings[k] for k in structural))
+        if key not in per_group:
+            per_group[key] = int(paradigm.bytes_per_run(r.settings))
+    per_run = max(1, max(per_group.values(), default=1))
+    return int(max(1, min(MAX_RUNS_PER_PROGRAM, int(budget) // per_run)))
+
+
+def resolve_chunk_size(cls, runs: Sequence[RunSpec], device: str, comm: Communicator,
+                       chunk: Optional[int] = None) -> int:
+    """``chunk`` (``--chunk N``) if given, else :func:`default_chunk_size` for the memory budget of
+    rank 0's device type (:func:`memory_budget`), the same on every rank."""
+    if chunk is not None:
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"--chunk {chunk!r}: must be a positive integer (runs per engine program)")
+        return int(chunk)
+    from .distributed import on_root
+
+    size = on_root(comm, lambda: default_chunk_size(cls, runs, memory_budget(resolve_device(device, comm))))
+    return int(comm.bcast(size))
+
+
 #: rules whose engine program makes one step per batch whatever T is (``build_rule`` sets T=1)
 _ONE_STEP_RULES = ("bp",)
 
@@ -225,18 +268,22 @@ class Distribution:
     chunks_per_rank: List[List[int]]  # the assignment of :func:`deal_chunks`
     chunks_simulated: List[List[int]]  # the chunk ids each rank handed to ``simulate``, counted by that rank
     devices: List[str]  # each rank's device, in rank order
+    chunk_size: int = MAX_RUNS_PER_PROGRAM  # the most runs one chunk holds
+    chunks_resumed: List[int] = field(default_factory=list)  # chunk ids loaded from checkpoints
 
-    def attrs(self) -> Dict[str, str]:
-        """NetCDF attributes (JSON text)."""
+    def attrs(self) -> Dict[str, Any]:
+        """NetCDF attributes (JSON text, and the chunk size as a number)."""
         return {"devices": json.dumps(self.devices), "chunk_plan": json.dumps(self.chunks),
-                "chunks_per_rank": json.dumps(self.chunks_per_rank),
-                "chunks_simulated": json.dumps(self.chunks_simulated)}
+                "chunk_size": int(self.chunk_size), "chunks_per_rank": json.dumps(self.chunks_per_rank),
+                "chunks_simulated": json.dumps(self.chunks_simulated),
+                "chunks_resumed": json.dumps(self.chunks_resumed)}
 
 
 def _simulate_share(paradigm: Paradigm, chunks: Mapping[int, Sequence[RunSpec]], device: torch.device,
-                    show_progress: bool) -> Tuple[List[Tuple[int, Dict[str, np.ndarray]]], List[int]]:
+                    show_progress: bool, store=None) -> Tuple[List[Tuple[int, Dict[str, np.ndarray]]], List[int]]:
     """Simulate this rank's chunks ({chunk id: runs}), one engine program each; return the per-run
-    measures and the ids of the chunks simulated, in order."""
+    measures and the ids of the chunks simulated, in order. With a checkpoint ``store``
+    (:class:`pcneuro.checkpoint.CheckpointStore`) each chunk is saved as soon as it is done."""
     total = sum(paradigm.n_progress_steps(members[0].settings) for members in chunks.values())
     bar = None
     if show_progress:
@@ -251,6 +298,8 @@ def _simulate_share(paradigm: Paradigm, chunks: Mapping[int, Sequence[RunSpec]],
                                     device, (bar.update if bar is not None else (lambda n: None)))
             simulated.append(chunk_id)
             out = check_simulate_output(paradigm, out, [r.settings for r in members])  # the plugin contract
+            if store is not None:
+                store.save(chunk_id, [r.index for r in members], out)
             for i, r in enumerate(members):
                 results.append((r.index, {k: np.asarray(v[i]) for k, v in out.items()}))
     finally:
@@ -260,16 +309,30 @@ def _simulate_share(paradigm: Paradigm, chunks: Mapping[int, Sequence[RunSpec]],
 
 
 def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator, quiet: bool,
-                  deterministic: bool) -> Tuple[Optional[Dict[int, Dict[str, np.ndarray]]], Optional[Distribution]]:
-    """Simulate ``runs``: cut into chunks (:func:`chunk_plan`), whole chunks dealt to the ranks by
-    estimated cost (:func:`deal_chunks`, :func:`chunk_cost`). On rank 0 return
-    ({run index: {measure: array}}, Distribution), elsewhere (None, None)."""
+                  deterministic: bool, chunk_size: Optional[int] = None,
+                  store=None) -> Tuple[Optional[Dict[int, Dict[str, np.ndarray]]], Optional[Distribution]]:
+    """Simulate ``runs``: cut into chunks of at most ``chunk_size`` runs (:func:`chunk_plan`; default
+    :func:`resolve_chunk_size`), whole chunks dealt to the ranks by estimated cost
+    (:func:`deal_chunks`, :func:`chunk_cost`). With a checkpoint ``store``, chunks it holds already
+    are loaded on rank 0 instead of simulated, and every chunk simulated is saved to it by its rank.
+    On rank 0 return ({run index: {measure: array}}, Distribution), elsewhere (None, None)."""
     paradigm = cls()
+    if chunk_size is None:
+        chunk_size = resolve_chunk_size(cls, runs, device, comm)
+    loaded: Dict[int, Dict[str, np.ndarray]] = {}
+    if store is not None and comm.is_root:
+        for cid, c in enumerate(chunk_plan(cls, runs, chunk_size)):
+            got = store.load(cid, [r.index for r in c], list(cls.measures))
+            if got is not None:
+                loaded[cid] = got
+    done = set(comm.bcast(sorted(loaded)))
 
     def plan_chunks():  # pure, so every rank computes the same plan and assignment
-        chunks = chunk_plan(cls, runs)
+        chunks = chunk_plan(cls, runs, chunk_size)
         costs = [chunk_cost(paradigm, c) for c in chunks]
-        return chunks, costs, deal_chunks(costs, comm.size)
+        todo = [i for i in range(len(chunks)) if i not in done]
+        shares = deal_chunks([costs[i] for i in todo], comm.size)
+        return chunks, costs, [[todo[j] for j in share] for share in shares]
 
     chunks, costs, assignment = guarded(comm, plan_chunks)
 
@@ -284,12 +347,12 @@ def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator,
         share = {i: chunks[i] for i in assignment[comm.rank]}
         show = not quiet and comm.is_root
         if not deterministic:
-            return (*_simulate_share(paradigm, share, dev, show_progress=show), str(dev))
+            return (*_simulate_share(paradigm, share, dev, show_progress=show, store=store), str(dev))
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         before = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)
         try:
-            return (*_simulate_share(paradigm, share, dev, show_progress=show), str(dev))
+            return (*_simulate_share(paradigm, share, dev, show_progress=show, store=store), str(dev))
         finally:
             torch.use_deterministic_algorithms(before)
 
@@ -302,8 +365,12 @@ def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator,
                                                    if h.structural},
                  "runs": len(c), "cost": cost} for c, cost in zip(chunks, costs)],
         chunks_per_rank=assignment, chunks_simulated=[part[1] for part in gathered],
-        devices=[part[2] for part in gathered])
-    return {i: m for part in gathered for i, m in part[0]}, distribution
+        devices=[part[2] for part in gathered], chunk_size=chunk_size, chunks_resumed=sorted(loaded))
+    by_index = {i: m for part in gathered for i, m in part[0]}
+    for cid, measures in loaded.items():
+        for j, r in enumerate(chunks[cid]):
+            by_index[r.index] = {k: v[j] for k, v in measures.items()}
+    return by_index, distribution
 
 
 def _assemble(cls, runs: Sequence[RunSpec], by_index, shape: Tuple[int, ...], position) -> Dict[str, np.ndarray]:
@@ -330,12 +397,13 @@ def execute(plan: Plan, device: str = "auto", comm: Optional[Communicator] = Non
     return _execute(plan, device, comm, quiet, deterministic)[0]
 
 
-def _execute(plan: Plan, device: str, comm: Optional[Communicator], quiet: bool,
-             deterministic: bool) -> Tuple[Optional[Dict[str, np.ndarray]], Optional[Distribution]]:
+def _execute(plan: Plan, device: str, comm: Optional[Communicator], quiet: bool, deterministic: bool,
+             chunk_size: Optional[int] = None,
+             store=None) -> Tuple[Optional[Dict[str, np.ndarray]], Optional[Distribution]]:
     """:func:`execute`, also returning (on rank 0) how the chunks were distributed."""
     comm = comm or Communicator(None)
     cls = paradigm_class(plan.paradigm)
-    by_index, distribution = _execute_runs(cls, plan.runs, device, comm, quiet, deterministic)
+    by_index, distribution = _execute_runs(cls, plan.runs, device, comm, quiet, deterministic, chunk_size, store)
     if by_index is None:
         return None, None
     shape = (len(plan.rules), len(plan.seeds), *[len(v) for v in plan.grid.values()])
@@ -371,12 +439,47 @@ def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapp
     return _assemble(cls, runs, by_index, (len(points), len(seed_list)), lambda r: (r.grid_index[0], r.seed_index))
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`: ``done`` of ``total`` chunks are checkpointed in ``folder``."""
+
+    def __init__(self, done: int, total: int, folder: Path):
+        super().__init__(f"{done} of {total} chunks done")
+        self.done, self.total, self.folder = done, total, Path(folder)
+
+    def message(self) -> str:
+        return (f"interrupted: {self.done} of {self.total} chunks done (checkpoints in {self.folder}); "
+                f"rerun the same command with --resume {self.folder} to finish")
+
+
+def _resume_output(out, resume) -> Optional[Union[str, os.PathLike]]:
+    """The output to write when resuming: ``out`` (a ``.nc`` file) for ``resume=True``; for a path,
+    the checkpoint folder's output or that ``.nc`` file itself (and ``out``, if given, must agree)."""
+    from .checkpoint import SUFFIX, output_of
+
+    if resume is None or resume is False:
+        return out
+    if resume is True:
+        if out is None or Path(os.fspath(out)).suffix.lower() != ".nc":
+            raise ValueError("--resume needs --out FILE.nc (the interrupted run's output) or --resume PATH "
+                             "(its checkpoint folder)")
+        return out
+    target = Path(os.fspath(resume))
+    if target.name.endswith(SUFFIX):
+        target = output_of(target)
+    elif target.suffix.lower() != ".nc":
+        raise ValueError(f"--resume {resume}: give the checkpoint folder (*{SUFFIX}) or the output file (*.nc)")
+    if out is not None and Path(os.fspath(out)) != target:
+        raise ValueError(f"--resume {resume} belongs to {target}, not --out {out}")
+    return target
+
+
 def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         seeds: Union[None, int, Sequence[int]] = None, preset: Optional[str] = None,
         settings: Optional[Mapping[str, Any]] = None, grid: Optional[Mapping[str, Sequence[Any]]] = None,
         device: str = "auto", out: Optional[Union[str, os.PathLike]] = None, write: bool = True,
         figure: bool = True, quiet: bool = True, deterministic: bool = False, command: Optional[str] = None,
-        comm: Optional[Communicator] = None):
+        comm: Optional[Communicator] = None, chunk: Optional[int] = None,
+        resume: Union[None, bool, str, os.PathLike] = None):
     """Plan, simulate and collect a paradigm's runs; return the xarray.Dataset (on rank 0).
 
     ``settings`` fixes hyperparameters (a fixed grid axis collapses to that value), ``grid`` makes
@@ -384,15 +487,40 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     to ``results/<paradigm>/<run-id>.nc``; its path is in ``ds.encoding["source"]``. With ``figure``
     (default) a summary figure goes next to it as ``<run-id>.png`` (``ds.encoding["figure"]``). Bad input
     raises ``ValueError``/``LookupError`` before anything is simulated or written.
+
+    Chunks (engine programs) hold at most ``chunk`` runs (default: :func:`resolve_chunk_size`, from
+    the configuration and the device type's total memory; recorded as the ``chunk_size`` attribute).
+    With ``write``, each finished chunk is checkpointed in ``<out>.chunks/`` (:mod:`pcneuro.checkpoint`),
+    removed once the file is written. ``resume`` (True with ``out`` naming a ``.nc`` file, or the path
+    of the checkpoint folder or of its output) loads the finished chunks, simulates the rest and
+    writes the same data as an uninterrupted run; a changed configuration is a ``ValueError``. An
+    interruption (Ctrl-C) raises :class:`Interrupted` saying how many chunks are saved.
     """
     from . import results
+    from .checkpoint import CheckpointStore, checkpoint_dir, chunk_ids, plan_record
+    from .distributed import on_root
 
     comm = comm or world()
     plan = make_plan(paradigm, rule=rule, seeds=seeds, preset=preset, settings=settings, grid=grid)
     resolve_device(device, comm)  # a bad --device fails here, before anything is written
+    cls = paradigm_class(plan.paradigm)
+    chunk_size = resolve_chunk_size(cls, plan.runs, device, comm, chunk)
+    if resume and not write:
+        raise ValueError("resume needs write=True (it finishes a results file)")
     started = time.time()
-    path = results.prepare_output(plan, out, comm) if write else None
-    arrays, distribution = _execute(plan, device, comm, quiet, deterministic)
+    path = results.prepare_output(plan, _resume_output(out, resume), comm) if write else None
+    store = None
+    if write:
+        store = CheckpointStore(checkpoint_dir(path))
+        record = plan_record(plan.config(), chunk_size, chunk_ids(chunk_plan(cls, plan.runs, chunk_size)))
+        on_root(comm, (lambda: store.open(record)) if resume else (lambda: store.create(record)))
+    try:
+        arrays, distribution = _execute(plan, device, comm, quiet, deterministic, chunk_size, store)
+    except KeyboardInterrupt:
+        if store is None or not comm.is_root:
+            raise
+        n_chunks = len(chunk_plan(cls, plan.runs, chunk_size))
+        raise Interrupted(store.count_done(n_chunks), n_chunks, store.folder) from None
     if not comm.is_root:
         return None
     finished = time.time()
@@ -421,6 +549,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     if write:
         results.write_netcdf(ds, path)
         ds.encoding["source"] = str(path)
+        store.remove()  # the file holds everything now
         if figure:
             from .plotting import summary_figure
 
