@@ -260,3 +260,21 @@ def test_record_none_trains_the_same(adapt):
         for name, value in ref.params.items():
             for e in engines:
                 close(e.params[name][r], value, f"{e.backend_name} run {r} {name}")
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+@pytest.mark.parametrize("weight_opt", [SGD(lr=[0.02, 0.002], momentum=[0.9, 0.5]), ADAM_WD],
+                         ids=["sgd-momentum", "adam-wd"])
+@pytest.mark.parametrize("weight_steps", ["last", {1: "last", 2: "never", 3: "last"}], ids=["last", "map-never"])
+def test_deferred_weight_step_parity(placement, weight_opt, weight_steps):
+    """Early stop with the stop-time weight step and weights stepping only at T-1: the engine keeps each
+    run's latents at its due step and steps the weights once after the loop (engine spec §4.2 item 5).
+    Weights, optimiser state and records equal the reference, which steps inside the loop."""
+    config = cfg(T=8, latent_opt=LatentSGD(lr=[0.05, 3.0]), lr_decay=0.5, stop_lr=[0.05, 0.8],
+                 weight_step_on_stop=True, weight_steps=weight_steps, weight_opt=weight_opt)
+    spec = mlp(value_nodes=placement)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert Engine(spec, config, init_params(spec, [1, 2], dtype=DT)).deferred
+    steps = check_parity(spec, config, n_batches=3)
+    assert min(steps) == 1 and any(1 < s < 8 for s in steps), steps  # stops at t = 0 and inside the batch

@@ -6,7 +6,8 @@ plus the optional latent penalty λ|x_l|) or is a plain pass-through; a net with
 therefore plain BP through the same code. Connectivity masks S need the functional backend.
 One evaluation costs, per unit, one GEMM for μ and one for the error sent down, plus the weight
 gradient GEMM only when the caller asks for it. μ₁ of the first unit (input fixed during a batch) is
-cached until the first weight layer steps.
+cached until the first weight layer steps. For the squared error (run-first layout) the loss, the
+energy and F come from one reduction over the errors laid side by side (``_fused_objective``).
 
 Output mask (engine spec §1.2 extended): ℓ = ½ Σ m ⊙ (ŷ − y)², or −Σ_b m_b Σ_k y_bk log softmax(ŷ_b)_k
 for cross-entropy (row masks only). The engine hands the backends a *clean* target (masked-out
@@ -71,6 +72,7 @@ class Evaluation:
     objective: Optional[Tensor]  # [R], F = loss + c·E + R(x)
     latent_grads: List[Tensor]
     weight_grads: Dict[str, Tensor]
+    stacked: Optional[Tensor] = None  # [R, 3]: (loss, energy, objective) as one tensor, when formed so
 
 
 UNROLL_K = 8  # run-last layout: contractions over at most this many units are unrolled
@@ -178,6 +180,7 @@ class ClosedFormBackend:
         self._cache = None
         self.run_last = run_last
         self._ones: Dict[int, Tensor] = {}
+        self._sums: Dict[tuple, Tensor] = {}
 
     # -- plumbing -----------------------------------------------------------------------------------
     def unit_param_names(self, k: int) -> List[str]:
@@ -290,6 +293,50 @@ class ClosedFormBackend:
             self._cache_key = (tensors, versions)
         return self._cache
 
+    def _fused_objective(self, d: Tensor, d_m: Tensor, eps_pairs: List[tuple], latents: Sequence[Tensor]):
+        """(loss, energy, F) per run for the squared error from one reduction (engine spec §4.2 item 1:
+        the energies come free from ε): the output error d = y − ŷ and every ε are laid side by side
+        per run, squared (masked: d ⊙ M⊙d, ε ⊙ M⊙ε), and one product with a [N, 3] matrix of ½ sums
+        the loss, the energy and (c = 1) F at once; a handful of kernels instead of three per term."""
+        R = d.shape[0]
+        flat = [d.reshape(R, -1)] + [eps.reshape(R, -1) for eps, _ in eps_pairs]
+        flat_m = [d_m.reshape(R, -1)] + [eps_m.reshape(R, -1) for _, eps_m in eps_pairs]
+        masked = d_m is not d or any(eps_m is not eps for eps, eps_m in eps_pairs)
+        a = torch.cat(flat, dim=1) if len(flat) > 1 else flat[0]
+        b = (torch.cat(flat_m, dim=1) if len(flat_m) > 1 else flat_m[0]) if masked else a
+        sums = torch.mm(a * b, self._half_sums(flat[0].shape[1], a.shape[1], a))  # [R, 3]
+        loss, energy = sums[:, 0], sums[:, 1]
+        if self.c_is_one and self.l1 is None:
+            return loss, energy, sums[:, 2], sums
+        objective = sums[:, 2] if self.c_is_one else torch.addcmul(loss, self.c_flat, energy)
+        if self.l1 is not None:
+            objective = objective + self.l1_flat * sum(self.rsum(x.abs()) for x in latents)
+        return loss, energy, objective, None
+
+    def _half_sums(self, n_out: int, n: int, like: Tensor) -> Tensor:
+        """The cached [n, 3] matrix whose columns sum ½ · (output part, energy part, everything); kept as
+        a contiguous [3, n] and handed over transposed (a GEMM over contiguous rows, ~2.5x faster on CPU)."""
+        key = (n_out, n, like.dtype, like.device)
+        m = self._sums.get(key)
+        if m is None:
+            m = torch.zeros(3, n, dtype=like.dtype, device=like.device)
+            m[0, :n_out] = 0.5
+            m[1, n_out:] = 0.5
+            m[2] = 0.5
+            self._sums[key] = m
+        return m.t()
+
+    def release(self, params: Dict[str, Tensor]) -> None:
+        """Drop the bound views and the cached first-layer product unless they belong to ``params``
+        (called at the end of a batch: after a weight step they hold the previous parameters)."""
+        current = [params[n] for n in self._all_names]
+        if len(current) != len(self._bound_src) or not all(map(operator.is_, current, self._bound_src)):
+            self._bound_src, self._bound = [], []
+        key = self._cache_key
+        w0, b0 = params[self._w_names[0]], params[self._b_names[0]] if self._b_names[0] else None
+        if key is not None and (key[0][1] is not w0 or key[0][2] is not b0):
+            self._cache_key = self._cache = None
+
     # -- engine interface ---------------------------------------------------------------------------
     def feedforward_latents(self, params: Dict[str, Tensor], x0: Tensor) -> List[Tensor]:
         latents = []
@@ -337,8 +384,12 @@ class ClosedFormBackend:
                 v = latents[n]
             else:
                 v = out
-        loss = energy = objective = None
-        if need_objective:
+        loss = energy = objective = stacked = None
+        if need_objective and not self.run_last and self.loss == "sse":
+            e_out = y - v if output_mask is None else output_mask * (y - v)
+            loss, energy, objective, stacked = self._fused_objective(y - v if output_mask is not None else e_out, e_out,
+                                                            list(eps_pairs.values()), latents)
+        elif need_objective:
             loss, e_out = output_error(v, y, self.loss, output_mask, self.rsum)
             energy = None
             for eps, eps_m in eps_pairs.values():  # ½ Σ M⊙ε² with a 0/1 mask M
@@ -386,4 +437,4 @@ class ClosedFormBackend:
                 e = errors[n]
             else:
                 e = e_in
-        return Evaluation(loss, energy, objective, latent_grads, weight_grads)
+        return Evaluation(loss, energy, objective, latent_grads, weight_grads, stacked)

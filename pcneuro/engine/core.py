@@ -62,6 +62,10 @@ class Engine:
     for many runs (R ≥ 2048) of nets whose Linear layers have min(in, out) ≤ 8 and
     B·max(in, out) ≤ 128 (the behavioural paradigms' tiny nets). The layout changes speed only;
     values agree up to rounding.
+
+    With early stop, the stop-time weight step and P ⊆ {T−1} for every layer (``deferred``), the loop
+    forms no weight gradients: each run's latents are kept from its due step and the weights take
+    their single step after the loop (engine spec §4.2 item 5).
     """
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, params: Dict[str, Tensor],
@@ -123,6 +127,15 @@ class Engine:
                       for t in range(T)]
         self._need_any = [any(row) for row in self._need]
         self._need_names = [[n for k in range(L) if row[k] for n in self.unit_params[k]] for row in self._need]
+        # engine spec §4.2 item 5: with stop-time weight steps and P ⊆ {T−1} for every layer, θ is frozen
+        # during inference; snapshot each run's latents at its due step and step the weights once after
+        # the loop (the per-run gradients at the snapshot equal those the loop would form at that step)
+        self.deferred = (on_stop and spec.has_value_nodes
+                         and all(not any(self.P[k][:T - 1]) for k in range(L)))
+        if self.deferred:
+            self._need = [[False] * L for _ in range(T)]
+            self._need_any = [False] * T
+            self._need_names = [[] for _ in range(T)]
         self._warn_unreachable_layers()
 
     # ----------------------------------------------------------------------------------------------
@@ -189,6 +202,27 @@ class Engine:
                 new = new * self.masks[name]
             self.params[name] = new
 
+    def _release_backend(self) -> None:
+        """End of a batch: drop the backend's references to parameters that a weight step replaced
+        and to first-layer products computed from them, so that they can be freed."""
+        release = getattr(self.backend, "release", None)
+        if release is not None:
+            release(self.params)
+
+    def _deferred_step(self, snap: List[Tensor], x0: Tensor, y: Tensor, output_mask: Optional[Tensor],
+                       fired: Tensor) -> None:
+        """The single weight step of the deferred schedule (engine spec §4.2 item 5): layer k steps the
+        runs that fired (at their stop step) and, when T−1 ∈ P_k, also those still active at T−1 — then
+        every run, as each run either fired before T−1 or was active there."""
+        L, T = self.spec.n_weight_layers, self.config.T
+        need = [bool(self.unit_params[k]) for k in range(L)]
+        if not any(need):
+            return
+        ev = self.backend.evaluate(self.params, snap, x0, y, need, False, output_mask)
+        for k in range(L):
+            if need[k]:
+                self._weight_step(k, ev, None if self.P[k][T - 1] else fired)
+
     # ----------------------------------------------------------------------------------------------
     def train_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor] = None) -> BatchRecord:
         """Train all R runs on one batch.
@@ -236,11 +270,21 @@ class Engine:
         F_prev = None
         ev = None
         stale = True  # whether (latents, params) changed since ev was computed
-        need_objective = record != "none" or (self.adapt and bool(latents))
+        # F is formed only at the steps where something reads it (engine spec §4.2 item 1): the records
+        # ("last" without early stop reads t = 0 for loss0 and t = T−1 only) and the latent-rate rule
+        # (F_t and F_{t−1} at each latent step t ≥ 1)
+        adapt_at = [self.adapt and bool(latents) and self.X[t] and 1 <= t < last_latent_step for t in range(T)]
+        rec_at = [rec_every or (record == "last" and (stopping or t in (0, T - 1))) for t in range(T)]
+        need_obj = [rec_at[t] or adapt_at[t] or (t + 1 < T and adapt_at[t + 1]) for t in range(T)]
+        stacked_last = None  # record "last" with early stop: (loss, energy, F) of each run's last step, [R, 3]
+        deferred = self.deferred
+        snap = list(latents) if deferred else None  # latents at each run's due step
         for t in range(T):
             need = self._need[t]
-            if stale or (self._need_any[t] and not all(n in ev.weight_grads for n in self._need_names[t])):
-                ev = self.backend.evaluate(self.params, latents, x0, y, need, need_objective, output_mask)
+            fire = active & (eta <= self.stop_lr) if stopping else None
+            if stale or (need_obj[t] and ev.objective is None) or (
+                    self._need_any[t] and not all(n in ev.weight_grads for n in self._need_names[t])):
+                ev = self.backend.evaluate(self.params, latents, x0, y, need, need_obj[t], output_mask)
                 stale = False
             F_t = ev.objective
             if trace is not None:
@@ -250,15 +294,24 @@ class Engine:
                 if t == 0:
                     loss0 = ev.loss.clone()
                 took = active if stopping else None
-                steps = steps + (1 if took is None else took.long())
+                if stopping:  # a run that fires at t took steps 0..t
+                    steps = torch.where(fire, t + 1, steps)
                 if rec_every:
                     for key, v in (("loss", ev.loss), ("energy", ev.energy), ("objective", F_t), ("latent_lr", eta)):
                         buf[key][t] = v if took is None else torch.where(took, v, torch.zeros_like(v))
+                elif took is None:
+                    last = (ev.loss, ev.energy, F_t, eta)
+                elif ev.stacked is not None and (stacked_last is not None or last is None):
+                    stacked_last = ev.stacked if t == 0 else torch.where(took.unsqueeze(1), ev.stacked, stacked_last)
+                    last = (None, None, None, eta if t == 0 else torch.where(took, eta, last[3]))
                 else:
+                    if stacked_last is not None:
+                        last, stacked_last = (*stacked_last.unbind(1), last[3]), None
                     now = (ev.loss, ev.energy, F_t, eta)
-                    last = now if last is None or took is None else tuple(
-                        torch.where(took, a, b) for a, b in zip(now, last))
-            fire = active & (eta <= self.stop_lr) if stopping else None
+                    last = now if last is None else tuple(torch.where(took, a, b) for a, b in zip(now, last))
+            if deferred:  # due: fired now, or still active at T−1
+                due = active if t == T - 1 else fire
+                snap = [torch.where(due.reshape(-1, *([1] * (x.ndim - 1))), x, s) for x, s in zip(latents, snap)]
             if self.X[t] and latents and t < last_latent_step:
                 eta_b = eta.reshape(-1, *([1] * (latents[0].ndim - 1)))  # shaped once per step
                 latents = [self.latent_opt.step(x, g, eta_b, st, active)
@@ -279,7 +332,14 @@ class Engine:
                 stale = True
             F_prev = F_t
             if stopping:
-                active = active & ~fire
+                active = active ^ fire  # fire ⊆ active: active & ~fire in one kernel
+        if deferred:
+            self._deferred_step(snap, x0, y, output_mask, ~active)
+        self._release_backend()
+        if record != "none":
+            steps = torch.where(active, T, steps) if stopping else torch.full_like(steps, T)
+        if stacked_last is not None:
+            last = (*(v.contiguous() for v in stacked_last.unbind(1)), last[3])
         lat_out = trace_out = None
         if rec_latents != "none":
             lat_out = [x.contiguous() for x in latents]
