@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .distributed import Communicator, deal_chunks, guarded, world
+from .distributed import Communicator, deal_chunks, guarded, on_root, world
 from .paradigm import Paradigm
 from .registry import paradigm_class
 from .testing import check_simulate_output
@@ -186,6 +186,16 @@ def resolve_device(requested: str, comm: Communicator) -> torch.device:
     raise ValueError(f"--device {requested!r} is not one of auto, cpu, cuda, cuda:I")
 
 
+def structural_settings(cls, settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """The settings that change tensor shapes or the protocol (``Hyper.structural``)."""
+    return {k: settings[k] for k, h in cls.hyperparameters.items() if h.structural}
+
+
+def program_key(cls, run: RunSpec) -> Tuple:
+    """Runs with equal keys can share one engine program: same rule, same structural settings."""
+    return (run.rule, tuple(structural_settings(cls, run.settings).values()))
+
+
 def chunk_plan(cls, runs: Sequence[RunSpec], max_runs: int = MAX_RUNS_PER_PROGRAM) -> List[List[RunSpec]]:
     """Runs -> the ordered chunks they are simulated in, each one engine program.
 
@@ -196,11 +206,9 @@ def chunk_plan(cls, runs: Sequence[RunSpec], max_runs: int = MAX_RUNS_PER_PROGRA
     one process and for K ranks (DESIGN.md, Determinism)."""
     if isinstance(max_runs, bool) or int(max_runs) != max_runs or max_runs < 1:
         raise ValueError(f"max_runs must be a positive integer, got {max_runs!r}")
-    structural = [k for k, h in cls.hyperparameters.items() if h.structural]
     groups: Dict[Tuple, List[RunSpec]] = {}
     for r in runs:
-        key = (r.rule, tuple(r.settings[k] for k in structural))
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(program_key(cls, r), []).append(r)
     chunks = []
     for members in groups.values():
         for i in range(0, len(members), int(max_runs)):
@@ -222,10 +230,9 @@ def default_chunk_size(cls, runs: Sequence[RunSpec], budget: int) -> int:
     :meth:`~pcneuro.paradigm.Paradigm.bytes_per_run` (the largest over the runs' structural groups),
     capped at :data:`MAX_RUNS_PER_PROGRAM`. A function of the configuration and the budget only."""
     paradigm = cls()
-    structural = [k for k, h in cls.hyperparameters.items() if h.structural]
     per_group: Dict[Tuple, int] = {}
     for r in runs:
-        key = (r.rule, tuple(r.settings[k] for k in structural))
+        key = program_key(cls, r)
         if key not in per_group:
             per_group[key] = int(paradigm.bytes_per_run(r.settings))
     per_run = max(1, max(per_group.values(), default=1))
@@ -240,8 +247,6 @@ def resolve_chunk_size(cls, runs: Sequence[RunSpec], device: str, comm: Communic
         if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
             raise ValueError(f"--chunk {chunk!r}: must be a positive integer (runs per engine program)")
         return int(chunk)
-    from .distributed import on_root
-
     size = on_root(comm, lambda: default_chunk_size(cls, runs, memory_budget(resolve_device(device, comm))))
     return int(comm.bcast(size))
 
@@ -319,22 +324,23 @@ def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator,
     paradigm = cls()
     if chunk_size is None:
         chunk_size = resolve_chunk_size(cls, runs, device, comm)
+    # pure, so every rank computes the same plan
+    chunks = guarded(comm, lambda: chunk_plan(cls, runs, chunk_size))
     loaded: Dict[int, Dict[str, np.ndarray]] = {}
     if store is not None and comm.is_root:
-        for cid, c in enumerate(chunk_plan(cls, runs, chunk_size)):
+        for cid, c in enumerate(chunks):
             got = store.load(cid, [r.index for r in c], list(cls.measures))
             if got is not None:
                 loaded[cid] = got
     done = set(comm.bcast(sorted(loaded)))
 
-    def plan_chunks():  # pure, so every rank computes the same plan and assignment
-        chunks = chunk_plan(cls, runs, chunk_size)
+    def deal():  # pure too: every rank computes the same assignment
         costs = [chunk_cost(paradigm, c) for c in chunks]
         todo = [i for i in range(len(chunks)) if i not in done]
         shares = deal_chunks([costs[i] for i in todo], comm.size)
-        return chunks, costs, [[todo[j] for j in share] for share in shares]
+        return costs, [[todo[j] for j in share] for share in shares]
 
-    chunks, costs, assignment = guarded(comm, plan_chunks)
+    costs, assignment = guarded(comm, deal)
 
     def work():
         dev = resolve_device(device, comm)
@@ -361,8 +367,7 @@ def _execute_runs(cls, runs: Sequence[RunSpec], device: str, comm: Communicator,
     if not comm.is_root:
         return None, None
     distribution = Distribution(
-        chunks=[{"rule": c[0].rule, "structural": {k: c[0].settings[k] for k, h in cls.hyperparameters.items()
-                                                   if h.structural},
+        chunks=[{"rule": c[0].rule, "structural": structural_settings(cls, c[0].settings),
                  "runs": len(c), "cost": cost} for c, cost in zip(chunks, costs)],
         chunks_per_rank=assignment, chunks_simulated=[part[1] for part in gathered],
         devices=[part[2] for part in gathered], chunk_size=chunk_size, chunks_resumed=sorted(loaded))
@@ -498,7 +503,6 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     """
     from . import results
     from .checkpoint import CheckpointStore, checkpoint_dir, chunk_ids, plan_record
-    from .distributed import on_root
 
     comm = comm or world()
     plan = make_plan(paradigm, rule=rule, seeds=seeds, preset=preset, settings=settings, grid=grid)
@@ -512,14 +516,15 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     store = None
     if write:
         store = CheckpointStore(checkpoint_dir(path))
-        record = plan_record(plan.config(), chunk_size, chunk_ids(chunk_plan(cls, plan.runs, chunk_size)))
+        chunks = chunk_plan(cls, plan.runs, chunk_size)
+        n_chunks = len(chunks)
+        record = plan_record(plan.config(), chunk_size, chunk_ids(chunks))
         on_root(comm, (lambda: store.open(record)) if resume else (lambda: store.create(record)))
     try:
         arrays, distribution = _execute(plan, device, comm, quiet, deterministic, chunk_size, store)
     except KeyboardInterrupt:
         if store is None or not comm.is_root:
             raise
-        n_chunks = len(chunk_plan(cls, plan.runs, chunk_size))
         raise Interrupted(store.count_done(n_chunks), n_chunks, store.folder) from None
     if not comm.is_root:
         return None
@@ -536,9 +541,8 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         **distribution.attrs(),
     }
     ds = results.build_dataset(plan, arrays, meta)
-    measures = paradigm_class(plan.paradigm).measures
     for name, values in arrays.items():
-        if measures[name].nan_is_empty:
+        if cls.measures[name].nan_is_empty:
             values = np.where(np.isnan(values), 0.0, values)  # NaN is an empty cell there, not divergence
         bad = ~np.isfinite(values)
         if bad.any():

@@ -380,10 +380,10 @@ def run_quick(paradigm: Union[str, Type[Paradigm]], device: str = "cpu"):
 
 def _probe_one_call(cls: Type[Paradigm], plan, device: torch.device) -> None:
     """Progress ticks of one call, and one run simulated with a batch-mate equals it alone."""
-    structural = [k for k, h in cls.hyperparameters.items() if h.structural]
+    from .runner import program_key  # runner imports this module: import it late
+
     first = plan.runs[0]
-    group = [r for r in plan.runs if r.rule == first.rule
-             and all(r.settings[k] == first.settings[k] for k in structural)]
+    group = [r for r in plan.runs if program_key(cls, r) == program_key(cls, first)]
     pair = [group[0], group[-1]] if len(group) > 1 else [group[0]]
     paradigm = cls()
     ticks = []

@@ -15,7 +15,7 @@ from pcneuro import Hyper, Measure, Paradigm, Preset
 from pcneuro.engine import (Activation, Adam, Conv2d, Engine, Flatten, LatentAdam, LatentSGD, Linear, NetworkSpec,
                             SGD, TrainConfig, build_rule, init_params)
 from pcneuro.fake_device import FakeCuda, HostReadError, simulate
-from pcneuro.runner import make_plan
+from pcneuro.runner import chunk_plan, make_plan
 
 CUDA = torch.device("cuda")
 DT = torch.float64
@@ -26,15 +26,6 @@ SHORT = {
     "sensorimotor_adaptation": {"T": 3, "n_pre_blocks": 4, "n_training_blocks": 1, "n_post_rounds": 1},
     "reversal_learning": {"T": 3, "n_trials": 12, "first_logged_trial": 4},
 }
-
-
-def _programs(cls, runs):
-    """Runs grouped as the runner groups them: one rule and one set of structural settings each."""
-    structural = [k for k, h in cls.hyperparameters.items() if h.structural]
-    groups = {}
-    for r in runs:
-        groups.setdefault((r.rule, tuple(r.settings[k] for k in structural)), []).append(r)
-    return list(groups.values())
 
 
 def test_the_builtin_paradigms_are_all_shortened():
@@ -48,7 +39,7 @@ def test_paradigm_runs_on_a_fake_cuda_device(name):
     cls = pcneuro.paradigm_class(name)
     plan = make_plan(name, preset="quick", settings=SHORT.get(name))
     paradigm = cls()
-    programs = _programs(cls, plan.runs)
+    programs = chunk_plan(cls, plan.runs)
     assert {p[0].rule for p in programs} == set(cls.rules)
     for runs in programs:
         settings = [r.settings for r in runs]
