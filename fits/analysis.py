@@ -19,6 +19,7 @@ file, :func:`candidates_from_arrays` the arrays of :func:`pcneuro.runner.simulat
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -65,11 +66,6 @@ class Candidates:
     def n(self) -> int:
         return len(self.settings)
 
-    def seed_means(self) -> np.ndarray:
-        """[S, C] seed means; cells without any event (NaN in every seed) stay NaN."""
-        with np.errstate(invalid="ignore"), _quiet_nan():
-            return np.nanmean(self.values, axis=1)
-
     def concat(self, other: "Candidates") -> "Candidates":
         if other.seeds != self.seeds or other.rule != self.rule:
             raise ValueError("candidates of different rules or seed sets cannot be pooled")
@@ -78,20 +74,6 @@ class Candidates:
             counts = np.concatenate([self.counts, other.counts])
         return Candidates(self.rule, self.settings + other.settings, np.concatenate([self.values, other.values]),
                           self.seeds, self.stage + other.stage, counts)
-
-
-class _quiet_nan:
-    """Silence numpy's 'mean of empty slice' for all-NaN cells (they are NaN on purpose)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 # -- reading simulations ---------------------------------------------------------------------------
@@ -105,12 +87,17 @@ def label_text(label) -> str:
     return label if isinstance(label, str) else ", ".join(label)
 
 
+def labels_from_coords(coords: Mapping[str, Sequence[Any]], conditions: Sequence[str]) -> List[Any]:
+    """Every condition label of ``coords`` (labels per condition dim), in coordinate order."""
+    return [label_of(v) for v in itertools.product(*[[str(x) for x in coords[d]] for d in conditions])]
+
+
 def simulation_labels(da: xr.DataArray, conditions: Sequence[str]) -> List[Any]:
     """Every condition label the simulation has, in its coordinate order."""
     missing = [d for d in conditions if d not in da.dims]
     if missing:
         raise ValueError(f"the simulated measure has no condition dim(s) {missing} (dims: {list(da.dims)})")
-    return [label_of(v) for v in itertools.product(*[[str(x) for x in da[d].values] for d in conditions])]
+    return labels_from_coords({d: da[d].values for d in conditions}, conditions)
 
 
 def per_seed_values(da: xr.DataArray, conditions: Sequence[str], labels: Sequence[Any],
@@ -229,7 +216,8 @@ def analyse_rule(cand: Candidates, data: ObservedData, spec, *, n_hyper: int, in
     boot = bootstrap_fits(cand.values, data, spec.readout, indices) if indices is not None else None
     seed_fitted = readout.k * cand.values[best] + readout.b
     n_seed = np.sum(np.isfinite(seed_fitted), axis=0)
-    with _quiet_nan():
+    with warnings.catch_warnings():  # a condition without events in any seed is NaN on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
         sem = np.nanstd(seed_fitted, axis=0, ddof=1) / np.sqrt(np.maximum(n_seed, 1))
     baseline = reference_baseline(cand, data, spec, compat=compat)
     return RuleFit(cand.rule, cand, chi2, best, list(sel.ties), readout, boot, baseline, n_hyper, seed_fitted, sem)

@@ -230,9 +230,8 @@ class FitReport:
             for attr, long_name in (("k", "read-out slope k"), ("b", "read-out offset b")):
                 put(f"fit_{attr}_ci", ("rule", "bound"), [np.stack(f.boot.ci(attr, self.level)) for f in F],
                     f"{int(self.level * 100)} % bootstrap interval of {long_name}")
-            put("fit_chisqr_ci", ("rule", "bound"),
-                [np.nanpercentile(f.boot.chi2_best, [50 * (1 - self.level), 100 - 50 * (1 - self.level)])
-                 for f in F], f"{int(self.level * 100)} % bootstrap interval of chi-square")
+            put("fit_chisqr_ci", ("rule", "bound"), [np.stack(f.boot.ci("chi2_best", self.level)) for f in F],
+                f"{int(self.level * 100)} % bootstrap interval of chi-square")
         n_seeds = max(f.candidates.values.shape[1] for f in F)
         seed_fitted = np.full((len(rules), n_seeds, len(labels)), np.nan)
         for i, f in enumerate(F):
@@ -372,8 +371,5 @@ class FitReport:
 
 
 def _fitted_ci(f: RuleFit, level: float):
-    if f.boot is None:
-        return None
-    lo, hi = 50 * (1 - level), 100 - 50 * (1 - level)
-    fitted = np.asarray(f.boot.fitted, dtype=float)
-    return np.nanpercentile(fitted, lo, axis=0), np.nanpercentile(fitted, hi, axis=0)
+    """The bootstrap interval of the fitted values, or None without a bootstrap."""
+    return None if f.boot is None else f.boot.ci("fitted", level)

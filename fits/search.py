@@ -212,7 +212,7 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
         for rule in rules:
             points = on_root(comm, lambda: propose(pools[rule], chi2s[rule], axes, config.population,
                                                    config.centres, spread, rng))
-            points = comm.bcast(points) if comm.size > 1 else points
+            points = comm.bcast(points)
             if not points:
                 continue
             say(f"refine round {round_ + 1}/{config.refine_rounds}: {rule}, {len(points)} settings x "
@@ -226,7 +226,7 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
     confirmed: Dict[str, Candidates] = {}
     for rule in rules:
         points = on_root(comm, lambda: finalists(pools[rule], chi2s[rule], config.finalists))
-        points = comm.bcast(points) if comm.size > 1 else points
+        points = comm.bcast(points)
         say(f"confirm: {rule}, {len(points)} finalist(s) x {len(confirm_seeds)} fresh seeds")
         confirmed[rule] = simulate(rule, points, confirm_seeds, "confirm")
 

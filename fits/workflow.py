@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import xarray as xr
 
-from .analysis import analyse_rule, candidates_from_results, simulation_labels
+from .analysis import analyse_rule, candidates_from_results, labels_from_coords, simulation_labels
 from .bootstrap import bootstrap_indices
 from .readout import ObservedData
 from .report import FitReport
@@ -153,7 +153,7 @@ def fit_paradigm(name: str, *, data: DataArg = None, rule: Union[str, Sequence[s
     resolve_device(device, comm)
     coords = condition_coords(cls, spec, plan.runs[0].settings)
     data_ds, source = load_data(cls, spec, data, coords)
-    sim_labels = [l for l in _labels_from_coords(coords, spec.conditions)]
+    sim_labels = labels_from_coords(coords, spec.conditions)
     obs = observed(data_ds, spec, sim_labels, source, varied_count(spec, plan.grid))
     path = results_mod.prepare_output(plan, out, comm) if write else None
     say = (lambda text: None) if quiet or not comm.is_root else (lambda text: sys.stderr.write(f"fit: {text}\n"))
@@ -190,13 +190,6 @@ def fit_paradigm(name: str, *, data: DataArg = None, rule: Union[str, Sequence[s
             merged.encoding["figure"] = str(summary_figure(merged, Path(path).with_suffix(".png")))
             merged.encoding["fit_figure"] = str(report.figure(Path(path).with_name(Path(path).stem + "-fit.png")))
     return merged, report
-
-
-def _labels_from_coords(coords: Mapping[str, Sequence[str]], dims: Sequence[str]):
-    import itertools
-
-    for combo in itertools.product(*[coords[d] for d in dims]):
-        yield combo[0] if len(combo) == 1 else tuple(combo)
 
 
 def _config_json(config: SearchConfig) -> str:
