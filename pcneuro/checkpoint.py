@@ -11,8 +11,6 @@ uninterrupted one. The folder is removed once the results file is written.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -67,16 +65,15 @@ def first_difference(old: Any, new: Any, where: str = "") -> Optional[str]:
     return None
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_bytes(path: Path, write) -> None:
+    """``write(file)`` into ``path`` atomically (:func:`pcneuro.results.atomic_write`)."""
+    from .results import atomic_write
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    atomic_write(path, fill)
 
 
 class CheckpointStore:
@@ -119,14 +116,14 @@ class CheckpointStore:
 
     def _write_plan(self, record: Mapping[str, Any]) -> None:
         text = json.dumps(dict(record), indent=1, sort_keys=False).encode()
-        _atomic_write(self.folder / PLAN_FILE, lambda f: f.write(text))
+        _write_bytes(self.folder / PLAN_FILE, lambda f: f.write(text))
 
     # -- chunks ------------------------------------------------------------------------------------
     def save(self, chunk_id: int, run_indices: Sequence[int], measures: Mapping[str, np.ndarray]) -> None:
         """Write one finished chunk atomically."""
         arrays = {f"measure_{k}": np.asarray(v) for k, v in measures.items()}
         arrays["run_index"] = np.asarray(run_indices, dtype=np.int64)
-        _atomic_write(self.chunk_path(chunk_id), lambda f: np.savez(f, **arrays))
+        _write_bytes(self.chunk_path(chunk_id), lambda f: np.savez(f, **arrays))
 
     def load(self, chunk_id: int, run_indices: Sequence[int], measures: Sequence[str]) -> Optional[Dict[str, np.ndarray]]:
         """A finished chunk's measures ``{name: array[runs, ...]}``, or None if it is missing or

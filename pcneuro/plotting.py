@@ -116,15 +116,12 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
 
 
 def save_figure(fig, path) -> Path:
-    """Save ``fig`` as a PNG atomically (temporary file, then rename) and close it; return the path."""
+    """Save ``fig`` as a PNG atomically (:func:`pcneuro.results.atomic_write`) and close it; return the path."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    from .results import atomic_write
+
     try:
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path

@@ -192,21 +192,29 @@ def compressed(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
-    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename),
-    its numeric data variables compressed (:data:`COMPRESSION`)."""
+def atomic_write(path, write) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file (a Path in the same folder),
+    which then replaces ``path`` with the permissions of any new file (mkstemp makes 0600; results
+    are shared like any other file). Nothing is left behind if ``write`` fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        compressed(ds).to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        write(Path(tmp))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (:func:`atomic_write`), its numeric data variables
+    compressed (:data:`COMPRESSION`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: compressed(ds).to_netcdf(tmp, engine="netcdf4", format="NETCDF4"))
