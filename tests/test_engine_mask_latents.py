@@ -27,7 +27,7 @@ import torch
 from pcneuro.engine import (SGD, Activation, Adam, Engine, LatentSGD, Linear, NetworkSpec, TrainConfig, build_rule,
                             init_params)
 from pcneuro.engine.reference import ReferenceRun
-from test_engine_parity import ADAM_WD, CASES as PARITY_CASES, close, mlp
+from test_engine_parity import ADAM_WD, CASES as PARITY_CASES, assert_final_state, close, mlp
 
 DT = torch.float64
 ENGINES = (("closed_form", "run_first"), ("closed_form", "run_last"), ("functional", "auto"))
@@ -110,17 +110,7 @@ def run_parity(spec, cfg, data, seeds=(1, 2), engines=ENGINES, per_run_input=Fal
                     assert got.shape[0] == cfg.T
                     expect = torch.cat([want, rr["latents"][node].expand(cfg.T - n, *want.shape[1:])])
                     close(got[:, r], expect, f"{k} run {r} latent trace of node {node}")
-    x_test = make_data(spec, 1, R, 3, seed=99)[0][0]
-    for r, ref in enumerate(refs):
-        ref_state = ref.optimizer_state()
-        for k, e in eng.items():
-            for name, value in ref.params.items():
-                close(e.params[name][r], value, f"{k} run {r} {name}")
-            close(e.forward(x_test)[r], ref.forward(x_test), f"{k} run {r} forward")
-            for name, st in ref_state.items():
-                for key in ("exp_avg", "exp_avg_sq", "momentum_buffer", "step"):
-                    if st.get(key) is not None:
-                        close(e.opt_state[name][key][r], st[key], f"{k} run {r} {name} {key}")
+    assert_final_state(eng, refs, make_data(spec, 1, R, 3, seed=99)[0][0])
     for e in eng.values():
         assert all(torch.isfinite(p).all() for p in e.params.values()), "diverged"
     return eng, refs, params, steps

@@ -60,6 +60,20 @@ def make_batches(spec, n_batches, R, B, per_run_input, loss, seed=0):
     return data
 
 
+def assert_final_state(engines, refs, x_test):
+    """Every engine's weights, forward prediction and weight-optimiser state equal each reference run's."""
+    for r, ref in enumerate(refs):
+        ref_state = ref.optimizer_state()
+        for b, e in engines.items():
+            for name, value in ref.params.items():
+                close(e.params[name][r], value, f"{b} run {r} {name}")
+            close(e.forward(x_test)[r], ref.forward(x_test), f"{b} run {r} forward")
+            for name, st in ref_state.items():
+                for key in ("exp_avg", "exp_avg_sq", "momentum_buffer", "step"):
+                    if st.get(key) is not None:
+                        close(e.opt_state[name][key][r], st[key], f"{b} run {r} {name} {key}")
+
+
 def check_parity(spec, cfg, seeds=(1, 2), n_batches=3, B=5, per_run_input=False, backends=None, scale=1.0):
     """Train engines and references side by side; return the step counts of the references."""
     R = len(seeds)
@@ -84,17 +98,7 @@ def check_parity(spec, cfg, seeds=(1, 2), n_batches=3, B=5, per_run_input=False,
                     expect = torch.zeros(cfg.T, dtype=DT)
                     expect[:n] = torch.tensor(rr[key], dtype=DT)
                     close(getattr(rec, key)[:, r], expect, f"{b} run {r} {key}")
-    x_test = make_batches(spec, 1, R, B, False, cfg.loss, seed=99)[0][0]
-    for r, ref in enumerate(refs):
-        ref_state = ref.optimizer_state()
-        for b, e in engines.items():
-            for name, value in ref.params.items():
-                close(e.params[name][r], value, f"{b} run {r} {name}")
-            close(e.forward(x_test)[r], ref.forward(x_test), f"{b} run {r} forward")
-            for name, st in ref_state.items():
-                for key in ("exp_avg", "exp_avg_sq", "momentum_buffer", "step"):
-                    if st.get(key) is not None:
-                        close(e.opt_state[name][key][r], st[key], f"{b} run {r} {name} {key}")
+    assert_final_state(engines, refs, make_batches(spec, 1, R, B, False, cfg.loss, seed=99)[0][0])
     assert all(torch.isfinite(p).all() for e in engines.values() for p in e.params.values()), "diverged"
     changed = any(not torch.equal(e.params[n], params[n]) for e in engines.values() for n in params)
     assert changed, "nothing learned: the case is vacuous"
