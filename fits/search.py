@@ -232,15 +232,16 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
 
     if config.polish and axes:
         # rank 0 drives lmfit, one single-process simulation per evaluation; the other ranks wait
-        from pcneuro.distributed import Communicator as _Single
+        simulated: Dict[tuple, Candidates] = {}  # each polish point's simulation, kept for the final fit
 
         def evaluate(rule, point):
             full = [{**fixed, **point}]
-            arrays = simulate_points(cls, rule, full, confirm_seeds, device=device, comm=_Single(None), quiet=True,
-                                     deterministic=deterministic)
+            arrays = simulate_points(cls, rule, full, confirm_seeds, device=device, comm=Communicator(None),
+                                     quiet=True, deterministic=deterministic)
             c = candidates_from_arrays(arrays, paradigm.coords(full[0]), cls.measures, spec, labels, rule, [point],
                                        confirm_seeds, "polish")
-            return c, float(readout_grid(c.values, data, spec.readout).chi2[0])
+            simulated[(rule, tuple(sorted(point.items())))] = c
+            return float(readout_grid(c.values, data, spec.readout).chi2[0])
 
         def run_polish():
             for rule in rules:
@@ -249,9 +250,9 @@ def search(cls, spec, plan: Plan, screen: Dict[str, Candidates], data: ObservedD
                     continue
                 start = confirmed[rule].settings[int(np.nanargmin(chi2))]
                 say(f"polish: {rule}, lmfit Nelder-Mead from the best finalist, <= {config.polish} simulations")
-                point, value, n_eval = polish(start, axes, lambda q: evaluate(rule, q)[1], config.polish)
+                point, value, n_eval = polish(start, axes, lambda q: evaluate(rule, q), config.polish)
                 if value < float(np.nanmin(chi2)):
-                    confirmed[rule] = confirmed[rule].concat(evaluate(rule, point)[0])
+                    confirmed[rule] = confirmed[rule].concat(simulated[(rule, tuple(sorted(point.items())))])
                 say(f"polish: {rule}, chi2 {float(np.nanmin(chi2)):.4g} -> {min(value, float(np.nanmin(chi2))):.4g} "
                     f"in {n_eval} simulations")
 
