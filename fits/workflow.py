@@ -176,9 +176,10 @@ def fit_paradigm(name: str, *, data: DataArg = None, rule: Union[str, Sequence[s
              + (f"; polish: lmfit Nelder-Mead, <= {config.polish} simulations per rule" if config.polish else "")]
     report = FitReport(cls.name, spec, obs, source, dict(plan.grid), result.screen, result.final,
                        level=config.level, confirmed=bool(config.confirm_seeds), searched=searched, notes=notes)
-    merged = xr.merge([ds, report.to_dataset()], combine_attrs="override", compat="override")
+    fit_ds = report.to_dataset()
+    merged = xr.merge([ds, fit_ds], combine_attrs="override", compat="override")
     merged.attrs.update(ds.attrs)
-    merged.attrs.update(report.to_dataset().attrs)
+    merged.attrs.update(fit_ds.attrs)
     merged.attrs["fit_elapsed_seconds"] = round(time.time() - started, 3)
     merged.attrs["fit_config"] = _config_json(config)
     if write:

@@ -60,8 +60,9 @@ def test_project_fit_statistics(fear_report):
 
 def test_fit_results_roundtrip_netcdf(fear_report, tmp_path):
     ds, rep = fear_report
-    merged = xr.merge([ds, rep.to_dataset()], combine_attrs="override")
-    merged.attrs.update(rep.to_dataset().attrs)
+    fit_ds = rep.to_dataset()
+    merged = xr.merge([ds, fit_ds], combine_attrs="override")
+    merged.attrs.update(fit_ds.attrs)
     path = tmp_path / "f.nc"
     merged.to_netcdf(path)
     with xr.open_dataset(path) as back:
