@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "its checkpoint folder (FILE.nc.chunks) or FILE.nc; a changed configuration is refused")
     p.add_argument("--deterministic", action="store_true",
                    help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run each batch's inference loop eagerly on CUDA instead of replaying it as a CUDA graph "
+                        "(same values; for debugging and profiling; also PCNEURO_CUDA_GRAPHS=0)")
     p.add_argument("--no-figure", action="store_true", help="do not draw the summary figure (<run-id>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     f = p.add_argument_group("fitting to recorded behaviour (--fit)")
@@ -173,6 +177,20 @@ def summary_text(ds) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; process-wide switches it sets (``--no-cuda-graphs``) end with it."""
+    from .engine.capture import ENV_SWITCH
+
+    before = os.environ.get(ENV_SWITCH)
+    try:
+        return _main(argv)
+    finally:
+        if before is None:
+            os.environ.pop(ENV_SWITCH, None)
+        else:
+            os.environ[ENV_SWITCH] = before
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .distributed import world
@@ -196,6 +214,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if comm.is_root:
                 print(info_text(args.name))
             return 0
+        if args.no_cuda_graphs:
+            from .engine.capture import ENV_SWITCH
+
+            os.environ[ENV_SWITCH] = "0"  # read by every engine this process builds (each rank parses its own)
         if args.seeds is not None and args.seeds < 1:
             return fail(f"--seeds {args.seeds}: need at least 1 seed")
         settings = _pairs(args.settings, "--set")

@@ -326,6 +326,11 @@ class ClosedFormBackend:
             self._sums[key] = m
         return m.t()
 
+    def reset(self) -> None:
+        """Forget the bound views and the cached first-layer product."""
+        self._bound_src, self._bound = [], []
+        self._cache_key = self._cache = None
+
     def release(self, params: Dict[str, Tensor]) -> None:
         """Drop the bound views and the cached first-layer product unless they belong to ``params``
         (called at the end of a batch: after a weight step they hold the previous parameters)."""

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .capture import GraphedBatches, resolve_mode
 from .closed_form import ClosedFormBackend, Evaluation, clean_target, suits_run_last, to_run_last
 from .config import TrainConfig, compile_timing, compile_weight_timing, per_run
 from .functional import FunctionalBackend
@@ -63,13 +64,19 @@ class Engine:
     B·max(in, out) ≤ 128 (the behavioural paradigms' tiny nets). The layout changes speed only;
     values agree up to rounding.
 
+    ``capture`` (:mod:`pcneuro.engine.capture`): ``"auto"`` replays each batch's T loop as a CUDA
+    graph on CUDA devices (off with ``PCNEURO_CUDA_GRAPHS=0`` or the CLI's ``--no-cuda-graphs``) and
+    runs eagerly elsewhere; ``"off"`` eager with functional updates (new parameter tensors at every
+    weight step); ``"inplace"`` eager with the parameters and optimiser state updated in place (the
+    path a graph records; equal values); ``"graph"``; ``"emulate"`` (CPU tests of the capture logic).
+
     With early stop, the stop-time weight step and P ⊆ {T−1} for every layer (``deferred``), the loop
     forms no weight gradients: each run's latents are kept from its due step and the weights take
     their single step after the loop (engine spec §4.2 item 5).
     """
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, params: Dict[str, Tensor],
-                 backend: str = "auto", layout: str = "auto"):
+                 backend: str = "auto", layout: str = "auto", capture: str = "auto"):
         self.spec = spec
         self.config = config
         expected = spec.param_shapes()
@@ -78,12 +85,17 @@ class Engine:
         first = next(iter(params.values()))
         self.n_runs = R = first.shape[0]
         self.dtype, self.device = first.dtype, first.device
+        self.capture = resolve_mode(capture, first.device)
+        self._inplace = self.capture != "off"
+        self._graphed: Optional[GraphedBatches] = None
         for n, p in params.items():
             if tuple(p.shape) != (R, *expected[n]):
                 raise ValueError(f"parameter {n} has shape {tuple(p.shape)}, expected {(R, *expected[n])}")
         self.masks = weight_masks(spec, first.dtype, first.device)
         # structural zeros hold from the start, also for fixed (never stepped) layers
-        self.params = {n: p * self.masks[n] if n in self.masks else p for n, p in params.items()}
+        # (in place, the engine owns its storage: the caller's tensors are never written)
+        self.params = {n: p * self.masks[n] if n in self.masks else (p.clone() if self._inplace else p)
+                       for n, p in params.items()}
         self.trainable = spec.trainable_names()
 
         dt, dev = self.dtype, self.device
@@ -192,15 +204,35 @@ class Engine:
         return forward(self.spec, self.params, x0)
 
     def reset_weight_optimizer(self) -> None:
-        self.opt_state = self.weight_opt.init_state(self.params)
+        fresh = self.weight_opt.init_state(self.params)
+        if not self._inplace:
+            self.opt_state = fresh
+            return
+        for name, state in fresh.items():
+            for key, value in state.items():
+                self.opt_state[name][key].copy_(value)
 
     def _weight_step(self, k: int, ev: Evaluation, run_mask: Optional[Tensor]) -> None:
         for name in self.unit_params[k]:
-            new, self.opt_state[name] = self.weight_opt.step(
+            new, state = self.weight_opt.step(
                 name, self.params[name], ev.weight_grads[name], self.opt_state[name], run_mask)
             if name in self.masks:
                 new = new * self.masks[name]
-            self.params[name] = new
+            if self._inplace:  # the parameters and moments keep their storage (a captured graph's pointers)
+                self.params[name].copy_(new)
+                old = self.opt_state[name]
+                for key, value in state.items():
+                    old[key].copy_(value)
+            else:
+                self.params[name] = new
+                self.opt_state[name] = state
+
+    def backend_reset(self) -> None:
+        """Forget the backend's cached views and products (before and after a graph capture, whose
+        Python-side cache decisions are baked into the graph)."""
+        reset = getattr(self.backend, "reset", None)
+        if reset is not None:
+            reset()
 
     def _release_backend(self) -> None:
         """End of a batch: drop the backend's references to parameters that a weight step replaced
@@ -234,8 +266,6 @@ class Engine:
         −Σ_b m_b Σ_k y_bk log softmax(ŷ_b)_k; masked-out target entries are ignored even when they
         are NaN/inf. A run whose mask is all zero gets exactly zero gradients.
         """
-        cfg = self.config
-        T, L = cfg.T, self.spec.n_weight_layers
         self._check_batch(x0, y, output_mask)
         if self._layout_pending:
             self._layout_pending = False
@@ -249,6 +279,16 @@ class Engine:
             x0, y = (t if t.ndim < 3 else to_run_last(t) for t in (x0, y))
             if output_mask is not None and output_mask.ndim == 3:
                 output_mask = to_run_last(output_mask)
+        if self.capture in ("graph", "emulate"):
+            if self._graphed is None:  # after the layout is settled: it moves the parameters
+                self._graphed = GraphedBatches(self, emulate=self.capture == "emulate")
+            return self._graphed(x0, y, output_mask)
+        return self._run_batch(x0, y, output_mask)
+
+    def _run_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor]) -> BatchRecord:
+        """The batch on checked, device- and layout-ready tensors: what a graph captures."""
+        cfg = self.config
+        T, L = cfg.T, self.spec.n_weight_layers
         if cfg.reset_weight_opt_each_batch:
             self.reset_weight_optimizer()
         latents = self.backend.feedforward_latents(self.params, x0)
