@@ -3,7 +3,11 @@
 Next to the output ``<out>.nc`` lives the folder ``<out>.nc.chunks/``: ``plan.json`` (the resolved
 configuration, the chunk size and the chunk plan as run indices) and one ``chunk-000012.npz`` per
 finished chunk (its run indices and one array ``[runs in chunk, *measure dims]`` per measure),
-written atomically by the rank that simulated the chunk right after it finished. A chunk computes
+written atomically by the rank that simulated the chunk right after it finished. A paradigm that
+checkpoints mid-run (:meth:`pcneuro.paradigm.Paradigm.save_state`, e.g. every epoch) also leaves
+``chunk-000012.state.pt`` while the chunk runs (engine parameters, optimiser moments, generator
+states, its loop position; read back with ``torch.load(weights_only=True)``, so no code runs from
+it); it is removed when the chunk's results are saved. A chunk computes
 the same bits wherever and whenever it runs (its runs and size depend on the configuration only),
 so a resumed job that loads the finished chunks and simulates the rest writes the same data as an
 uninterrupted one. The folder is removed once the results file is written.
@@ -142,6 +146,39 @@ class CheckpointStore:
             return None
         return out
 
+    # -- mid-run state -------------------------------------------------------------------------------
+    def state_path(self, chunk_id: int) -> Path:
+        return self.folder / f"chunk-{int(chunk_id):06d}.state.pt"
+
+    def save_state(self, chunk_id: int, run_indices: Sequence[int], state: Mapping[str, Any]) -> None:
+        """Write one chunk's mid-run state atomically (tensors to the host, numpy arrays kept)."""
+        import torch
+
+        payload = {"format": FORMAT, "run_index": [int(i) for i in run_indices], "state": _to_host(dict(state))}
+        _write_bytes(self.state_path(chunk_id), lambda f: torch.save(payload, f))
+
+    def load_state(self, chunk_id: int, run_indices: Sequence[int]) -> Optional[Dict[str, Any]]:
+        """The chunk's mid-run state, or None if there is none or it is unreadable or of other runs."""
+        import torch
+
+        path = self.state_path(chunk_id)
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a torn or foreign file: start the chunk afresh
+            return None
+        if not isinstance(payload, dict) or payload.get("run_index") != [int(i) for i in run_indices]:
+            return None
+        return _from_host(payload["state"])
+
+    def remove_state(self, chunk_id: int) -> None:
+        self.state_path(chunk_id).unlink(missing_ok=True)
+
+    def count_partial(self, n_chunks: int) -> int:
+        """How many chunks have mid-run state but no results yet."""
+        return sum(self.state_path(i).is_file() and not self.chunk_path(i).is_file() for i in range(n_chunks))
+
     def count_done(self, n_chunks: int) -> int:
         """How many chunk files there are (cheap: for the interruption message)."""
         return sum(self.chunk_path(i).is_file() for i in range(n_chunks))
@@ -156,3 +193,34 @@ class CheckpointStore:
 def chunk_ids(chunks: Sequence[Sequence[Any]]) -> List[List[int]]:
     """The run indices of each chunk (for :func:`plan_record`)."""
     return [[int(r.index) for r in c] for c in chunks]
+
+
+_NUMPY = "__numpy__"
+
+
+def _to_host(value: Any) -> Any:
+    """Tensors detached to the host; numpy arrays as tagged tensors (``weights_only`` loading reads
+    tensors, not arrays); containers recursively."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, np.ndarray):
+        return {_NUMPY: torch.from_numpy(np.ascontiguousarray(value).copy())}
+    if isinstance(value, dict):
+        return {k: _to_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_host(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_NUMPY}:
+            return value[_NUMPY].numpy()
+        return {k: _from_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_host(v) for v in value)
+    return value

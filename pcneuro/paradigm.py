@@ -129,6 +129,20 @@ class FitSpec:
 ProgressFn = Callable[[int], None]
 
 
+class MidRunState:
+    """Where one ``simulate`` call's mid-run state lives: a chunk of a checkpointed job
+    (:class:`pcneuro.checkpoint.CheckpointStore`)."""
+
+    def __init__(self, store, chunk_id: int, run_indices: Sequence[int]):
+        self.store, self.chunk_id, self.run_indices = store, int(chunk_id), [int(i) for i in run_indices]
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        return self.store.load_state(self.chunk_id, self.run_indices)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        self.store.save_state(self.chunk_id, self.run_indices, state)
+
+
 #: the default :meth:`Paradigm.bytes_per_run`: 1 MiB, generous for the small behavioural nets
 DEFAULT_BYTES_PER_RUN = 1 << 20
 
@@ -154,6 +168,13 @@ class Paradigm:
 
     ``simulate`` is called with runs of one rule that share every structural hyperparameter; it
     returns ``{measure: array[n_runs, *measure.dims]}``.
+
+    Mid-run checkpoints (long paradigms, e.g. one per epoch): inside ``simulate``,
+    :meth:`saved_state` returns what :meth:`save_state` last stored for this same call (same runs)
+    in an interrupted job that is now resumed, else None; :meth:`save_state` stores a snapshot
+    (engine state from :meth:`Engine.state_dict`, generator states, the loop position, the measures
+    so far) next to the output. Resumed from it, ``simulate`` must give the same bits as without
+    the interruption. Both are no-ops when the job is not checkpointed (``write=False``).
     """
 
     name: ClassVar[str] = ""
@@ -224,6 +245,20 @@ class Paradigm:
     def simulate(self, rule: str, settings: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                  device: torch.device, progress: ProgressFn) -> Dict[str, np.ndarray]:
         raise NotImplementedError
+
+    # -- mid-run checkpoints (bound by the runner around each ``simulate`` call) -----------------------
+    _midrun: Optional["MidRunState"] = None
+
+    def saved_state(self) -> Optional[Dict[str, Any]]:
+        """The state this ``simulate`` call saved before the job was interrupted, or None."""
+        return None if self._midrun is None else self._midrun.load()
+
+    def save_state(self, state: Mapping[str, Any]) -> None:
+        """Checkpoint this ``simulate`` call's state (tensors, numpy arrays, numbers, strings, and
+        lists/tuples/dicts of them; tensors are copied to the host). Written atomically, replacing
+        the previous one; a no-op when the job is not checkpointed."""
+        if self._midrun is not None:
+            self._midrun.save(state)
 
     # -- helpers for subclasses ---------------------------------------------------------------------
     @classmethod

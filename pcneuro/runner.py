@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .distributed import Communicator, deal_chunks, guarded, on_root, world
-from .paradigm import Paradigm
+from .paradigm import MidRunState, Paradigm
 from .registry import paradigm_class
 from .testing import check_simulate_output
 
@@ -299,12 +299,18 @@ def _simulate_share(paradigm: Paradigm, chunks: Mapping[int, Sequence[RunSpec]],
     simulated: List[int] = []
     try:
         for chunk_id, members in chunks.items():
-            out = paradigm.simulate(members[0].rule, [r.settings for r in members], [r.seed for r in members],
-                                    device, (bar.update if bar is not None else (lambda n: None)))
+            indices = [r.index for r in members]
+            paradigm._midrun = None if store is None else MidRunState(store, chunk_id, indices)
+            try:
+                out = paradigm.simulate(members[0].rule, [r.settings for r in members], [r.seed for r in members],
+                                        device, (bar.update if bar is not None else (lambda n: None)))
+            finally:
+                paradigm._midrun = None
             simulated.append(chunk_id)
             out = check_simulate_output(paradigm, out, [r.settings for r in members])  # the plugin contract
             if store is not None:
-                store.save(chunk_id, [r.index for r in members], out)
+                store.save(chunk_id, indices, out)
+                store.remove_state(chunk_id)
             for i, r in enumerate(members):
                 results.append((r.index, {k: np.asarray(v[i]) for k, v in out.items()}))
     finally:
@@ -447,12 +453,13 @@ def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapp
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`run`: ``done`` of ``total`` chunks are checkpointed in ``folder``."""
 
-    def __init__(self, done: int, total: int, folder: Path):
+    def __init__(self, done: int, total: int, folder: Path, partial: int = 0):
         super().__init__(f"{done} of {total} chunks done")
-        self.done, self.total, self.folder = done, total, Path(folder)
+        self.done, self.total, self.folder, self.partial = done, total, Path(folder), partial
 
     def message(self) -> str:
-        return (f"interrupted: {self.done} of {self.total} chunks done (checkpoints in {self.folder}); "
+        part = f", {self.partial} part-way" if self.partial else ""
+        return (f"interrupted: {self.done} of {self.total} chunks done{part} (checkpoints in {self.folder}); "
                 f"rerun the same command with --resume {self.folder} to finish")
 
 
@@ -525,7 +532,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     except KeyboardInterrupt:
         if store is None or not comm.is_root:
             raise
-        raise Interrupted(store.count_done(n_chunks), n_chunks, store.folder) from None
+        raise Interrupted(store.count_done(n_chunks), n_chunks, store.folder, store.count_partial(n_chunks)) from None
     if not comm.is_root:
         return None
     finished = time.time()

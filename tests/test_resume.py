@@ -151,3 +151,53 @@ def test_resume_under_two_ranks_gives_the_same_data(tmp_path, uninterrupted):
     resumed, simulated = _assert_same_data(uninterrupted, out)
     assert resumed and sorted(resumed + [i for share in simulated for i in share]) == list(range(12))
     assert not folder.exists()
+
+
+def _rank_pid(marker: str, rank: int):
+    """The pid of MPI rank ``rank`` of the job started with ``PCNEURO_TEST_JOB=marker`` (from /proc)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PCNEURO_TEST_JOB={marker}".encode() in env and f"PMI_RANK={rank}".encode() in env:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.skipif(find_mpiexec() is None or not __import__("os").path.isdir("/proc"),
+                    reason="needs mpiexec and /proc")
+def test_sigkill_of_one_rank_then_resume_gives_the_same_data(tmp_path, uninterrupted):
+    """A rank killed outright (SIGKILL: no handler runs) ends the job with nothing written; the
+    chunks finished before are kept, and --resume finishes the file with the uninterrupted data."""
+    import os
+    import uuid
+
+    out = tmp_path / "grid.nc"
+    folder = checkpoint.checkpoint_dir(out)
+    marker = uuid.uuid4().hex
+    cmd = [find_mpiexec(), "-n", "2", sys.executable, str(ROOT / "run_paradigm.py"), *GRID, "--chunk", "8",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=dict(cli_env(), PCNEURO_TEST_JOB=marker))
+    deadline = time.time() + 120
+    while not list(folder.glob("chunk-*.npz")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    victim = _rank_pid(marker, 1)
+    assert victim is not None and proc.poll() is None, "the job ended before a rank could be killed"
+    os.kill(victim, signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not out.exists()
+    saved = sorted(p.name for p in folder.glob("chunk-*.npz"))
+    assert 1 <= len(saved) < 12
+    res = run_cli(*GRID, "--chunk", "8", "--out", out, "--resume", mpi_ranks=2)
+    assert res.returncode == 0, res.stderr
+    resumed, simulated = _assert_same_data(uninterrupted, out)
+    assert set(resumed) >= {int(n[6:12]) for n in saved}  # kept, not recomputed
+    assert sorted(resumed + [i for share in simulated for i in share]) == list(range(12))
+    assert not folder.exists()

@@ -227,6 +227,37 @@ class Engine:
                 self.params[name] = new
                 self.opt_state[name] = state
 
+    def state_dict(self) -> Dict[str, object]:
+        """A snapshot (copies) of what persists across batches: the parameters, the weight
+        optimiser's moments and step counts, and the memory layout. With :meth:`load_state_dict` on
+        an engine built the same way, training continues with the same bits (mid-run checkpoints)."""
+        return {"params": {n: p.detach().clone() for n, p in self.params.items()},
+                "opt_state": {n: {k: v.clone() for k, v in st.items()} for n, st in self.opt_state.items()},
+                "run_last": self.run_last, "layout_pending": self._layout_pending}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restore :meth:`state_dict` (tensors may come from the host; they keep this engine's layout
+        and device). Refuses a state of other parameters or shapes with one line."""
+        params, opt_state = state["params"], state["opt_state"]
+        if set(params) != set(self.params) or set(opt_state) != set(self.opt_state):
+            raise ValueError(f"engine state of parameters {sorted(params)} does not fit this engine's "
+                             f"{sorted(self.params)}")
+        if state["run_last"] and not self.run_last:
+            self._use_run_last()
+        self._layout_pending = bool(state["layout_pending"]) and not self.run_last
+
+        def put(current: Tensor, saved: Tensor, what: str) -> Tensor:
+            if tuple(saved.shape) != tuple(current.shape):
+                raise ValueError(f"engine state {what} has shape {tuple(saved.shape)}, expected "
+                                 f"{tuple(current.shape)}")
+            target = current if self._inplace else torch.empty_like(current)
+            return target.copy_(saved)
+
+        self.params = {n: put(p, params[n], n) for n, p in self.params.items()}
+        self.opt_state = {n: {k: put(v, opt_state[n][k], f"{n} {k}") for k, v in st.items()}
+                          for n, st in self.opt_state.items()}
+        self.backend_reset()
+
     def backend_reset(self) -> None:
         """Forget the backend's cached views and products (before and after a graph capture, whose
         Python-side cache decisions are baked into the graph)."""
