@@ -31,4 +31,23 @@ from .behaviour import (
     read_behaviour_csv,
 )
 
-__all__ = ["available", "load_behaviour", "read_behaviour_csv", "load", "load_csv", "info", "path", "DATA_DIR"]
+from .images import (
+    DataCorrupt,
+    DataMissing,
+    ImageSet,
+    balanced_subset,
+    data_options,
+    data_root,
+    load_cifar10,
+    load_fashion_mnist,
+    load_images,
+    one_hot,
+    write_cifar10,
+    write_fashion_mnist,
+    write_idx,
+)
+
+__all__ = ["available", "load_behaviour", "read_behaviour_csv", "load", "load_csv", "info", "path", "DATA_DIR",
+           "ImageSet", "DataMissing", "DataCorrupt", "data_options", "data_root", "load_images",
+           "load_fashion_mnist", "load_cifar10", "balanced_subset", "one_hot",
+           "write_idx", "write_fashion_mnist", "write_cifar10"]
