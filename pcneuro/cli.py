@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="finish an interrupted run from its checkpoints: with --out FILE.nc, or PATH naming "
                         "its checkpoint folder (FILE.nc.chunks) or FILE.nc; a changed configuration is refused")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where datasets (Fashion-MNIST, CIFAR-10) are found or downloaded to (default: "
+                        "$PCNEURO_DATA, else a per-user cache folder)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download a missing dataset: stop with a message saying where to put it")
     p.add_argument("--deterministic", action="store_true",
                    help="use torch's deterministic algorithms (bitwise-repeatable GPU runs; slower)")
     p.add_argument("--no-cuda-graphs", action="store_true",
@@ -123,7 +128,8 @@ def info_text(name: str) -> str:
     from .registry import paradigm_class
 
     cls = paradigm_class(name)
-    lines = [f"{cls.name}: {cls.title}", f"  citation: {cls.citation}", f"  rules: {', '.join(cls.rules)}",
+    lines = [f"{cls.name}: {cls.title}", f"  citation: {cls.citation}", f"  rules: {', '.join(cls.rules)}"
+             + (f" (also by name: {', '.join(cls.extra_rules)})" if cls.extra_rules else ""),
              f"  default seeds: {cls.default_seeds}", "  hyperparameters (default; * = default grid axis):"]
     for key, h in cls.hyperparameters.items():
         star = "*" if key in cls.grid else " "
@@ -142,6 +148,9 @@ def summary_text(ds) -> str:
     from .results import grid_dims as dataset_grid_dims, stack_conditions
 
     cls = paradigm_class(ds.attrs["paradigm"])
+    custom = cls.summary_table(ds)
+    if custom is not None:
+        return custom
     da = ds[cls.main_measure].isel(cls.summary_isel)
     grid_dims = dataset_grid_dims(ds)
     n_seeds = da.sizes["seed"]
@@ -236,7 +245,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         ds = run(args.name, rule=args.rule, seeds=args.seeds, preset=args.preset, settings=settings, grid=grid,
                  device=args.device, out=args.out, figure=not args.no_figure, quiet=args.quiet,
                  deterministic=args.deterministic, command=command, comm=comm, chunk=args.chunk,
-                 resume=args.resume)
+                 resume=args.resume, data_dir=args.data_dir, download=False if args.no_download else None)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback, the shell's status for SIGINT

@@ -152,7 +152,8 @@ class Paradigm:
 
     Class attributes (data, no code in strings):
       name, title, tags, citation, figure, version;
-      rules: the rules it compares (first is the default order of results);
+      rules: the rules it compares (first is the default order of results; ``--rule all``);
+      extra_rules: further rules it offers by name only (e.g. plain ``pc``/``bp`` beside ``ppc``/``rbp``);
       hyperparameters: name -> :class:`Hyper`;
       grid: default grid axes, name -> values;
       presets: name -> :class:`Preset` (at least ``quick`` and ``paper``);
@@ -184,6 +185,7 @@ class Paradigm:
     figure: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     rules: ClassVar[Tuple[str, ...]] = ("pc", "bp")
+    extra_rules: ClassVar[Tuple[str, ...]] = ()
     hyperparameters: ClassVar[Dict[str, Hyper]] = {}
     grid: ClassVar[Dict[str, Tuple[Any, ...]]] = {}
     presets: ClassVar[Dict[str, Preset]] = {}
@@ -245,6 +247,23 @@ class Paradigm:
     def simulate(self, rule: str, settings: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                  device: torch.device, progress: ProgressFn) -> Dict[str, np.ndarray]:
         raise NotImplementedError
+
+    @classmethod
+    def prepare(cls, settings: Sequence[Mapping[str, Any]]) -> None:
+        """Fetch or check what ``simulate`` needs from outside (a dataset), for these runs' settings.
+
+        Called once per job, on rank 0, before anything is written; a missing resource raises
+        ``FileNotFoundError`` with one line saying where it looked and how to get it."""
+
+    @classmethod
+    def summary_table(cls, ds) -> Optional[str]:
+        """The text summary printed after a run (None: the generic table of ``main_measure``)."""
+        return None
+
+    @classmethod
+    def summary_plot(cls, ds, path) -> Optional[Any]:
+        """Draw the summary figure to ``path`` and return the path (None: the generic figure)."""
+        return None
 
     # -- mid-run checkpoints (bound by the runner around each ``simulate`` call) -----------------------
     _midrun: Optional["MidRunState"] = None

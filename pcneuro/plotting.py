@@ -69,6 +69,9 @@ def summary_figure(ds: xr.Dataset, path) -> Path:
     from .registry import paradigm_class
 
     cls = paradigm_class(ds.attrs["paradigm"])
+    custom = cls.summary_plot(ds, path)
+    if custom is not None:
+        return Path(custom)
     measure = ds[cls.main_measure]
     da, notes = _select_grid(ds, measure, cls.figure_point)
     x_dim = cls.figure_x if cls.figure_x in da.dims else None

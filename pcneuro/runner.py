@@ -91,16 +91,18 @@ def _seed_list(seeds: Union[None, int, Sequence[int]], default: int) -> Tuple[in
 
 
 def _rule_list(cls, rule: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """``"all"``: the rules the paradigm compares (``rules``); by name also its ``extra_rules``."""
     if isinstance(rule, str):
         if rule == "all":
             return tuple(cls.rules)
         rule = [r.strip() for r in rule.split(",")]
+    known = tuple(cls.rules) + tuple(cls.extra_rules)
     if not rule:
-        raise ValueError(f"no rule given (choose from {', '.join(cls.rules)}, all)")
+        raise ValueError(f"no rule given (choose from {', '.join(known)}, all)")
     for r in rule:
-        if r not in cls.rules:
-            raise ValueError(f"rule {r!r} is not available for {cls.name!r} (choose from {', '.join(cls.rules)}, all)")
-    return tuple(r for r in cls.rules if r in rule)
+        if r not in known:
+            raise ValueError(f"rule {r!r} is not available for {cls.name!r} (choose from {', '.join(known)}, all)")
+    return tuple(r for r in known if r in rule)
 
 
 def make_plan(paradigm: Union[str, type], rule: Union[str, Sequence[str]] = "all",
@@ -491,7 +493,8 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
         device: str = "auto", out: Optional[Union[str, os.PathLike]] = None, write: bool = True,
         figure: bool = True, quiet: bool = True, deterministic: bool = False, command: Optional[str] = None,
         comm: Optional[Communicator] = None, chunk: Optional[int] = None,
-        resume: Union[None, bool, str, os.PathLike] = None):
+        resume: Union[None, bool, str, os.PathLike] = None, data_dir: Optional[Union[str, os.PathLike]] = None,
+        download: Optional[bool] = None):
     """Plan, simulate and collect a paradigm's runs; return the xarray.Dataset (on rank 0).
 
     ``settings`` fixes hyperparameters (a fixed grid axis collapses to that value), ``grid`` makes
@@ -507,7 +510,22 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     of the checkpoint folder or of its output) loads the finished chunks, simulates the rest and
     writes the same data as an uninterrupted run; a changed configuration is a ``ValueError``. An
     interruption (Ctrl-C) raises :class:`Interrupted` saying how many chunks are saved.
+
+    ``data_dir`` and ``download`` (``--data-dir``, ``--no-download``) say where datasets are found
+    and whether missing ones may be downloaded (:func:`pcneuro.datasets.images.data_options`); the
+    paradigm's :meth:`~pcneuro.paradigm.Paradigm.prepare` fetches or checks them on rank 0 before
+    anything is written, so missing data end the job with one line and nothing on disk.
     """
+    from pcneuro.datasets.images import data_options
+
+    with data_options(data_dir, download):
+        return _run(paradigm, rule, seeds, preset, settings, grid, device, out, write, figure, quiet,
+                    deterministic, command, comm, chunk, resume)
+
+
+def _run(paradigm, rule, seeds, preset, settings, grid, device, out, write, figure, quiet, deterministic,
+         command, comm, chunk, resume):
+    """:func:`run` inside its data options."""
     from . import results
     from .checkpoint import CheckpointStore, checkpoint_dir, chunk_ids, plan_record
 
@@ -515,6 +533,7 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
     plan = make_plan(paradigm, rule=rule, seeds=seeds, preset=preset, settings=settings, grid=grid)
     resolve_device(device, comm)  # a bad --device fails here, before anything is written
     cls = paradigm_class(plan.paradigm)
+    on_root(comm, lambda: cls.prepare([r.settings for r in plan.runs]))  # data fetched once, before writing
     chunk_size = resolve_chunk_size(cls, plan.runs, device, comm, chunk)
     if resume and not write:
         raise ValueError("resume needs write=True (it finishes a results file)")

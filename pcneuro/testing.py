@@ -101,6 +101,9 @@ def _static_problems(cls: Type[Paradigm]) -> List[str]:
             p.append(f"rules {bad} are not usable names ('all' is reserved; no commas or spaces)")
         if len(set(cls.rules)) != len(cls.rules):
             p.append(f"rules repeat a name: {list(cls.rules)}")
+    extra = getattr(cls, "extra_rules", ())
+    if not _is_names(extra) or any(r == "all" or not _KEY_RE.match(r) or r in cls.rules for r in extra):
+        p.append(f"extra_rules must be a tuple of rule names not in rules, got {extra!r}")
     if not isinstance(cls.dtype, str) or cls.dtype not in ("float32", "float64"):
         p.append(f"dtype must be 'float64' or 'float32', got {cls.dtype!r}")
     if cls.simulate is Paradigm.simulate:

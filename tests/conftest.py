@@ -1,8 +1,10 @@
 """Shared test helpers: running the command line as a user types it."""
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,35 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
+
+
+def write_generated_cifar10(folder, per_class_train: int = 20, per_class_test: int = 10, seed: int = 0) -> Path:
+    """A tiny CIFAR-10 in the real batch-file layout under ``folder`` (the data root), with a
+    learnable signal: each class brightens its own band of one colour plane."""
+    import numpy as np
+
+    from pcneuro.datasets.images import write_cifar10
+
+    rng = np.random.default_rng(seed)
+
+    def make(per_class):
+        labels = np.tile(np.arange(10), per_class)
+        images = rng.integers(0, 200, (len(labels), 3, 32, 32), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            images[i, c % 3, (c // 3) * 8:(c // 3) * 8 + 8, :] = 250
+        return images, labels
+
+    write_cifar10(folder, train=make(per_class_train), test=make(per_class_test))
+    return Path(folder)
+
+
+# Every test (and every command it starts) reads datasets from a generated data root, never downloads:
+# CIFAR-10 is generated here; Fashion-MNIST is still found where the Debian package installs it.
+_DATA_ROOT = Path(tempfile.mkdtemp(prefix="pcneuro-test-data-"))
+write_generated_cifar10(_DATA_ROOT)
+atexit.register(shutil.rmtree, _DATA_ROOT, True)
+os.environ["PCNEURO_DATA"] = str(_DATA_ROOT)
+os.environ["PCNEURO_NO_DOWNLOAD"] = "1"
 
 
 def cli_env(extra_path=None):

@@ -21,7 +21,9 @@ def test_list_shows_tags_and_titles():
     res = run_cli("--list")
     assert res.returncode == 0, res.stderr
     assert "fear_conditioning" in res.stdout and "behaviour" in res.stdout
-    assert run_cli("--list", "--tag", "benchmark").stdout.strip().startswith("no paradigms")
+    bench = run_cli("--list", "--tag", "benchmark").stdout
+    assert "cifar10_cnn" in bench and "fear_conditioning" not in bench
+    assert run_cli("--list", "--tag", "no_such_tag").stdout.strip().startswith("no paradigms")
 
 
 def test_info_lists_hyperparameters():

@@ -25,7 +25,10 @@ SHORT = {
     "fear_conditioning": {"T": 3, "n_conditioning": 3, "n_extinction": 2},
     "sensorimotor_adaptation": {"T": 3, "n_pre_blocks": 4, "n_training_blocks": 1, "n_post_rounds": 1},
     "reversal_learning": {"T": 3, "n_trials": 12, "first_logged_trial": 4},
+    "cifar10_cnn": {"T": 4, "epochs": 2, "train_per_class": 1, "test_per_class": 1, "batch_size": 5},
 }
+#: paradigms whose engine needs autograd (torch.func: conv nets), checked on meta (see pcneuro.fake_device)
+AUTOGRAD = {"cifar10_cnn"}
 
 
 def test_the_builtin_paradigms_are_all_shortened():
@@ -43,7 +46,8 @@ def test_paradigm_runs_on_a_fake_cuda_device(name):
     assert {p[0].rule for p in programs} == set(cls.rules)
     for runs in programs:
         settings = [r.settings for r in runs]
-        fake = simulate(paradigm, runs[0].rule, settings, [r.seed for r in runs])
+        device = torch.device("meta") if name in AUTOGRAD else CUDA
+        fake = simulate(paradigm, runs[0].rule, settings, [r.seed for r in runs], device=device)
         if fake.stopped_at is not None:  # a host environment: checked up to its first host read
             assert getattr(cls, "host_environment", False)
             continue

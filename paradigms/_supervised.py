@@ -1,0 +1,172 @@
+"""Shared protocol pieces of the supervised benchmark paradigms (specs/benchmarks.md §1.2–1.3).
+
+Not a paradigm (the leading underscore keeps the registry out): the error metric, per-run shuffled
+mini-batches gathered by index from one resident dataset tensor, test-set evaluation without host
+reads, and the learning-rate selection, table and figure the benchmark panels share.
+
+* **Error** (§1.2): a sample is correct iff the set of output units equal to the row maximum is
+  exactly {target unit}; ties and NaN rows are errors (a diverged net scores 1.0).
+* **Batches** (§1.3, §1.4): each run reshuffles its own training subset every epoch from its own
+  generator (seeded by (seed, purpose) only, so PC and BP runs of a seed see the same orders); the
+  last partial batch is kept.
+* **Best lr** (§1.3): per rule, the lr with the best across-seed mean of the per-run scalar; all
+  seeds at that lr are reported as mean ± SEM.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+Tensor = torch.Tensor
+
+
+def count_errors(y_hat: Tensor, labels: Tensor) -> Tensor:
+    """Errors per run in one batch: ``y_hat`` [R, B, K], ``labels`` [B] or [R, B] → [R] (int64).
+
+    Correct iff the target unit is the only unit at the row maximum; ties and NaN rows are wrong."""
+    top = y_hat.amax(dim=-1, keepdim=True)
+    at_top = y_hat == top  # a NaN row has no unit at its (NaN) maximum
+    lab = labels.expand(y_hat.shape[:-1]) if labels.ndim == 1 else labels
+    hit = at_top.gather(-1, lab.unsqueeze(-1)).squeeze(-1)
+    correct = hit & (at_top.sum(-1) == 1)
+    return (~correct).sum(-1)
+
+
+def test_error(engine, images: Tensor, labels: Tensor, batch: int, to_input) -> Tensor:
+    """Test error per run [R] (a device tensor; no host reads) over a test set shared by all runs:
+    ``images`` [N, ...] as stored (e.g. uint8), ``to_input`` maps a slice to the network's input."""
+    wrong = torch.zeros(engine.n_runs, dtype=torch.long, device=labels.device)
+    n = images.shape[0]
+    for start in range(0, n, batch):
+        x = to_input(images[start:start + batch])
+        wrong += count_errors(engine.forward(x), labels[start:start + batch])
+    return wrong.to(engine.dtype) / n
+
+
+def epoch_order(generators: Sequence[torch.Generator], subsets: Tensor) -> Tensor:
+    """Per run, its subset's indices in a fresh random order: ``subsets`` [R, n] → [R, n] (host)."""
+    n = subsets.shape[1]
+    perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+    return torch.gather(subsets, 1, perms)
+
+
+def batch_slices(n: int, batch: int) -> List[slice]:
+    """The mini-batches of an epoch of ``n`` examples, the last partial one kept (§1.3)."""
+    return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
+
+
+# -- learning-rate selection, table and figure ---------------------------------------------------------
+def _sem(da: xr.DataArray) -> xr.DataArray:
+    n = da.sizes["seed"]
+    return da.std("seed", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(da.mean("seed"))
+
+
+def best_lr(ds: xr.Dataset, scalar: str, lr_dim: str = "lr", minimize: bool = True) -> Dict[str, float]:
+    """Per rule, the lr whose across-seed mean of ``scalar`` is best (other grid dims averaged)."""
+    da = ds[scalar]
+    other = [d for d in da.dims if d not in ("rule", "seed", lr_dim)]
+    mean = da.mean(["seed", *other])
+    out = {}
+    for rule in ds["rule"].values:
+        m = mean.sel(rule=rule)
+        values = np.where(np.isnan(m.values), np.inf if minimize else -np.inf, m.values)
+        i = int(np.argmin(values) if minimize else np.argmax(values))
+        out[str(rule)] = float(ds[lr_dim].values[i])
+    return out
+
+
+def lr_table(ds: xr.Dataset, scalar: str, labels: Mapping[str, str], lr_dim: str = "lr",
+             published: Optional[Mapping[str, Mapping[float, float]]] = None) -> str:
+    """Mean ± SEM of ``scalar`` per rule and lr, the best lr marked with *, published values beside."""
+    da = ds[scalar]
+    if lr_dim not in da.dims:
+        mean, sem = da.mean("seed"), _sem(da)
+        rows = [f"{labels.get(str(r), str(r)):<10} {float(mean.sel(rule=r)):.4f} ± {float(sem.sel(rule=r)):.4f}"
+                for r in ds["rule"].values]
+        return f"{da.attrs.get('long_name', scalar)}: mean ± SEM over {da.sizes['seed']} seed(s)\n" + "\n".join(rows)
+    best = best_lr(ds, scalar, lr_dim)
+    mean, sem = da.mean("seed"), _sem(da)
+    lrs = [float(v) for v in ds[lr_dim].values]
+    head = ["rule", *(f"{lr:g}" for lr in lrs), "best lr"]
+    rows = []
+    for rule in ds["rule"].values:
+        rule = str(rule)
+        cells = [labels.get(rule, rule)]
+        for lr in lrs:
+            m = float(mean.sel(rule=rule, **{lr_dim: lr}))
+            s = float(sem.sel(rule=rule, **{lr_dim: lr}))
+            star = "*" if lr == best[rule] else ""
+            cells.append(f"{m:.4f}±{s:.4f}{star}")
+        cells.append(f"{best[rule]:g}")
+        rows.append(cells)
+        pub = (published or {}).get(rule)
+        if pub:
+            rows.append(["  published", *(f"{pub[lr]:.3f}" if lr in pub else "" for lr in lrs), ""])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    title = (f"{da.attrs.get('long_name', scalar)} per rule and {lr_dim}: mean ± SEM over "
+             f"{da.sizes['seed']} seed(s); * = best {lr_dim} (lowest seed mean)")
+    return "\n".join([title, fmt(head), *(fmt(r) for r in rows)])
+
+
+def lr_figure(ds: xr.Dataset, scalar: str, curve: str, path, title: str, labels: Mapping[str, str],
+              lr_dim: str = "lr", x_dim: str = "epoch",
+              published: Optional[Mapping[str, Mapping[float, float]]] = None) -> Path:
+    """Two panels: ``scalar`` vs lr per rule (mean ± SEM over seeds, log x; published values as
+    open markers), and the ``curve`` over ``x_dim`` at each rule's best lr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pcneuro.plotting import save_figure
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rules = [str(r) for r in ds["rule"].values]
+    best = best_lr(ds, scalar, lr_dim) if lr_dim in ds[scalar].dims else {}
+    n_seeds = ds.sizes["seed"]
+    for k, rule in enumerate(rules):
+        color, name = f"C{k}", labels.get(rule, rule)
+        da = ds[scalar].sel(rule=rule)
+        if lr_dim in da.dims:
+            lrs = ds[lr_dim].values
+            m, s = da.mean("seed").values, _sem(da).values
+            left.errorbar(lrs, m, yerr=s, color=color, marker="o", capsize=3, label=name)
+            pub = (published or {}).get(rule)
+            if pub:
+                xs = sorted(pub)
+                left.plot(xs, [pub[x] for x in xs], color=color, marker="s", markerfacecolor="none",
+                          linestyle=":", label=f"{name}, published")
+        c = ds[curve].sel(rule=rule)
+        if lr_dim in c.dims:
+            c = c.sel({lr_dim: best[rule]})
+        c = c.mean([d for d in c.dims if d not in ("seed", x_dim)])
+        m, s = c.mean("seed"), _sem(c)
+        x = ds[x_dim].values
+        at = f" (lr {best[rule]:g})" if rule in best else ""
+        right.plot(x, m.values, color=color, label=f"{name}{at}")
+        right.fill_between(x, (m - s).values, (m + s).values, color=color, alpha=0.2, linewidth=0)
+    if lr_dim in ds[scalar].dims:
+        left.set_xscale("log")
+    left.set_xlabel(lr_dim)
+    left.set_ylabel(ds[scalar].attrs.get("long_name", scalar))
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    right.set_xlabel(x_dim)
+    right.set_ylabel(ds[curve].attrs.get("long_name", curve))
+    right.legend(fontsize=8)
+    right.grid(alpha=0.3)
+    fig.suptitle(f"{title}\nmean ± SEM over {n_seeds} seed(s)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def to_float_images(images: Tensor, dtype: torch.dtype) -> Tensor:
+    """uint8 pixels → ``dtype`` in [0, 1], as torchvision's ToTensor (x.float() / 255)."""
+    return images.to(dtype).div(255)
+
