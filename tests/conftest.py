@@ -34,10 +34,31 @@ def write_generated_cifar10(folder, per_class_train: int = 20, per_class_test: i
     return Path(folder)
 
 
-# Every test (and every command it starts) reads datasets from a generated data root, never downloads:
-# CIFAR-10 is generated here; Fashion-MNIST is still found where the Debian package installs it.
+def write_generated_fashion_mnist(folder, per_class_train: int = 30, per_class_test: int = 10, seed: int = 0) -> Path:
+    """A tiny Fashion-MNIST (gzipped IDX) under ``folder`` (the data root), with a learnable signal:
+    each class brightens its own band of rows."""
+    import numpy as np
+
+    from pcneuro.datasets.images import write_fashion_mnist
+
+    rng = np.random.default_rng(seed)
+
+    def make(per_class):
+        labels = np.tile(np.arange(10), per_class).astype(np.uint8)
+        images = rng.integers(0, 120, (len(labels), 28, 28), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4:2 * c + 7, :] = 255
+        return images, labels
+
+    write_fashion_mnist(folder, train=make(per_class_train), test=make(per_class_test), gzip=True)
+    return Path(folder)
+
+
+# Every test (and every command it starts) reads datasets from a generated data root, never downloads.
+# Tests of the real Fashion-MNIST point at the Debian package's folder themselves (tests/test_images.py).
 _DATA_ROOT = Path(tempfile.mkdtemp(prefix="pcneuro-test-data-"))
 write_generated_cifar10(_DATA_ROOT)
+write_generated_fashion_mnist(_DATA_ROOT)
 atexit.register(shutil.rmtree, _DATA_ROOT, True)
 os.environ["PCNEURO_DATA"] = str(_DATA_ROOT)
 os.environ["PCNEURO_NO_DOWNLOAD"] = "1"

@@ -138,3 +138,25 @@ def test_stacked_equals_single_and_order_free(name, dtype, tol):
             assert_runs_equal(stacked, rec, reordered, rec_p, r, i, tol=tol)
     assert len(steps) >= 3 and 1 in steps, f"stops should fire at different t, got step counts {steps}"
     assert all(torch.isfinite(p).all() for p in stacked.params.values())
+
+
+@pytest.mark.parametrize("scheme", ["torch", "xavier_normal", "xavier_uniform"])
+def test_init_schemes_have_their_bounds_and_spread(scheme):
+    """torch: U(±1/√fan_in); Xavier (gain 1): normal with var 2/(in+out), uniform on ±√(6/(in+out)).
+    Each run's draw depends only on its seed."""
+    import math
+
+    from pcneuro.engine import Linear, NetworkSpec, init_params
+
+    spec = NetworkSpec((Linear(784, 32, bias=False), Linear(32, 10, bias=False)))
+    p = init_params(spec, [3, 4], scheme=scheme, dtype=torch.float64)
+    w = p["0.weight"]
+    assert torch.equal(init_params(spec, [4], scheme=scheme, dtype=torch.float64)["0.weight"][0], w[1])
+    if scheme == "torch":
+        bound, var = 1 / math.sqrt(784), 1 / (3 * 784)
+    elif scheme == "xavier_uniform":
+        bound, var = math.sqrt(6 / (784 + 32)), 2 / (784 + 32)
+    else:
+        bound, var = math.inf, 2 / (784 + 32)
+    assert float(w.abs().max()) <= bound
+    assert abs(float(w.var()) / var - 1) < 0.05

@@ -354,11 +354,12 @@ def init_params(
     """Initial parameters for R = len(seeds) runs, each from its own generator.
 
     ``scheme``: ``"torch"`` (uniform ±1/√fan_in, as torch's Linear/Conv2d defaults), ``"normal"``
-    (N(0, scale²)), ``"xavier_normal"`` (N(0, 2/(fan_in+fan_out)) times scale). ``scale`` multiplies
+    (N(0, scale²)), ``"xavier_normal"`` (N(0, 2/(fan_in+fan_out)) times scale), ``"xavier_uniform"``
+    (U(±√(6/(fan_in+fan_out))) times scale; torch's gain-1 Xavier/Glorot rules). ``scale`` multiplies
     the draw per run. Biases start at 0 except under ``"torch"``. Each run's draw depends only on its
     own seed, never on R or on its position among the runs.
     """
-    if scheme not in ("torch", "normal", "xavier_normal"):
+    if scheme not in ("torch", "normal", "xavier_normal", "xavier_uniform"):
         raise ValueError(f"unknown init scheme {scheme!r}")
     n_runs = len(seeds)
     scales = _as_run_tensor(scale, n_runs, torch.float64, "cpu")
@@ -376,10 +377,14 @@ def init_params(
                 w = torch.zeros(shape, dtype=torch.float64)
             elif scheme == "normal":
                 w = torch.randn(shape, generator=gen, dtype=torch.float64)
-            else:
+            elif scheme == "xavier_normal":
                 fan_out = shape[0] * math.prod(shape[2:])
                 std = math.sqrt(2.0 / (fan_in + fan_out))
                 w = torch.randn(shape, generator=gen, dtype=torch.float64) * std
+            else:
+                fan_out = shape[0] * math.prod(shape[2:])
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                w = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
             per_run[name].append(w * scales[r])
     params = {n: torch.stack(v).to(dtype=dtype, device=device) for n, v in per_run.items()}
     for name, mask in weight_masks(spec, dtype, device).items():
