@@ -60,6 +60,59 @@ def batch_slices(n: int, batch: int) -> List[slice]:
     return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
 
 
+# -- the MLP benchmarks' network, engine and epoch ----------------------------------------------------
+def mlp(sizes: Sequence[int], activation: str = "sigmoid", bias: bool = False):
+    """Linear → value node → activation blocks, linear output (specs/benchmarks.md §3: MLP-32 is
+    ``mlp((784, 32, 32, 10))``, no biases)."""
+    from pcneuro.engine import Activation, Linear, NetworkSpec
+
+    layers = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(a, b, bias=bias))
+        if k < len(sizes) - 2:
+            layers.append(Activation(activation))
+    return NetworkSpec(tuple(layers), value_nodes="pre")
+
+
+MLP32 = (784, 32, 32, 10)
+
+
+def sgd_engine(paradigm, rule: str, spec, settings: Sequence[Mapping], seeds: Sequence[int], device,
+               init: str = "xavier_uniform", loss: str = "sse", record: str = "last"):
+    """The engine for ``rule`` with the benchmark conventions (§1.1): plain SGD at the per-run ``lr``;
+    for PC the latent SGD at ``latent_lr`` with discount ``latent_discount`` for T = ``T`` steps, weights
+    at the last step; BP with T = 1. Initial weights from (seed, "init") only, shared by the rules."""
+    from pcneuro.engine import SGD, Engine, LatentSGD, TrainConfig, build_rule, init_params
+    from pcneuro.paradigm import stack_settings
+
+    dtype = paradigm.torch_dtype()
+    s0 = settings[0]
+    config = TrainConfig(
+        T=int(s0["T"]), loss=loss, record=record,
+        weight_opt=SGD(lr=stack_settings(settings, "lr", dtype)),
+        latent_opt=LatentSGD(lr=stack_settings(settings, "latent_lr", dtype)),
+        lr_decay=stack_settings(settings, "latent_discount", dtype), lr_growth=1.0)
+    spec, config = build_rule(rule, spec, config)
+    params = init_params(spec, [paradigm.stream_seed(s, "init") for s in seeds], scheme=init, dtype=dtype,
+                         device=device)
+    return Engine(spec, config, params)
+
+
+def train_epoch(engine, images: Tensor, order: Tensor, batch: int, targets, to_input, progress,
+                max_batches: Optional[int] = None) -> Tensor:
+    """One pass over ``order`` [R, n] (per-run indices into ``images``, on the device): mini-batches of
+    ``batch`` (the last partial one kept), at most ``max_batches`` of them; ``targets(idx)`` gives the
+    [R, b, out] targets of an index batch. Returns each run's summed pre-learning loss [R] (a device
+    tensor; no host reads) and ticks ``progress`` once per batch."""
+    total = torch.zeros(engine.n_runs, dtype=engine.dtype, device=engine.device)
+    slices = batch_slices(order.shape[1], batch)
+    for sl in slices[:max_batches]:
+        idx = order[:, sl]
+        total += engine.train_batch(to_input(images[idx]), targets(idx)).loss0
+        progress(1)
+    return total
+
+
 # -- learning-rate selection, table and figure ---------------------------------------------------------
 def _sem(da: xr.DataArray) -> xr.DataArray:
     n = da.sizes["seed"]

@@ -45,7 +45,8 @@ from pcneuro.datasets.images import balanced_subset, load_cifar10
 from pcneuro.engine import (Activation, Adam, Conv2d, Engine, Flatten, LatentSGD, Linear, NetworkSpec, TrainConfig,
                             build_rule, init_params)
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
-from pcneuro.paradigms._supervised import batch_slices, epoch_order, lr_figure, lr_table, to_float_images
+from pcneuro.paradigms._supervised import (batch_slices, epoch_order, lr_figure, lr_table, to_float_images,
+                                           train_epoch)
 from pcneuro.paradigms._supervised import test_error as evaluate_test_error
 from pcneuro.registry import register
 
@@ -150,7 +151,8 @@ class Cifar10CNN(Paradigm):
         x_train = train.images.to(device)  # uint8, resident; batches gathered by index
         y_train = train.labels.to(device)
         x_test, y_test = test.images[test_sub].to(device), test.labels[test_sub].to(device)
-        as_input = lambda images: to_float_images(images, dtype)  # noqa: E731
+        as_input = lambda images: to_float_images(images, dtype)  # noqa: E731  [R, b, 3, 32, 32]
+        targets = lambda idx: torch.nn.functional.one_hot(y_train[idx], 10).to(dtype)  # noqa: E731
 
         config = TrainConfig(
             T=int(s0["T"]), loss="sse", record="last",
@@ -181,14 +183,7 @@ class Cifar10CNN(Paradigm):
             progress(start * len(slices))
         for epoch in range(start, epochs):
             order = epoch_order(shuffles, train_sub).to(device)  # [R, n]: this epoch's order per run
-            total = torch.zeros(R, dtype=dtype, device=device)
-            for sl in slices:
-                idx = order[:, sl]
-                x = as_input(x_train[idx])  # [R, b, 3, 32, 32]
-                y = torch.nn.functional.one_hot(y_train[idx], 10).to(dtype)
-                loss0 = engine.train_batch(x, y).loss0
-                total += loss0
-                progress(1)
+            total = train_epoch(engine, x_train, order, batch, targets, as_input, progress)
             diverged |= ~torch.isfinite(total)
             losses.append(total / n_train)
             errors.append(evaluate_test_error(engine, x_test, y_test, TEST_BATCH, as_input))

@@ -78,7 +78,7 @@ class _EmulatedGraph:
 
     def capture(self, fn: Callable[[], object]) -> object:
         self.fn = fn
-        self.out = fn()
+        self.out = _copy_record(fn())  # own storage (a record may hold expanded views)
         return self.out
 
     def replay(self) -> None:
