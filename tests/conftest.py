@@ -62,6 +62,7 @@ write_generated_fashion_mnist(_DATA_ROOT)
 atexit.register(shutil.rmtree, _DATA_ROOT, True)
 os.environ["PCNEURO_DATA"] = str(_DATA_ROOT)
 os.environ["PCNEURO_NO_DOWNLOAD"] = "1"
+os.environ["PCNEURO_CACHE"] = str(_DATA_ROOT / "cache")  # e.g. concept_drift's pre-trained weights
 
 
 def cli_env(extra_path=None):
