@@ -28,6 +28,7 @@ SHORT = {
     "cifar10_cnn": {"T": 4, "epochs": 2, "train_per_class": 1, "test_per_class": 1, "batch_size": 5},
     "concept_drift": {"T": 3, "iterations": 4, "drift_period": 2, "train_per_class": 2, "test_per_class": 1,
                       "batch_size": 8, "pretrain_epochs": 1, "pretrain_per_class": 2},
+    "dqn_control": {"episodes": 2, "T": 3},
     "example_122": {"T": 3, "iterations": 3},
     "interference_112": {"T": 3, "iterations": 3},
     "online_learning": {"T": 3, "iterations": 2, "batches_per_iteration": 2, "train_per_class": 2,
