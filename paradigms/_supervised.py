@@ -113,10 +113,61 @@ def train_epoch(engine, images: Tensor, order: Tensor, batch: int, targets, to_i
     return total
 
 
+class TrainingLog:
+    """A benchmark run's per-run curves (test error and training loss after each epoch or
+    iteration), its divergence flags and its position, checkpointed together with the engine and
+    the shuffle generators (the runner's mid-run checkpoints, :meth:`Paradigm.save_state`).
+
+    ``resume()`` restores the last checkpoint of this ``simulate`` call and returns the position it
+    reached (0 without one); ``record(loss_total, n, error)`` appends one epoch's per-sample training
+    loss and test error (a non-finite loss flags the run as diverged: data, not an error);
+    ``save(position)`` checkpoints (a no-op when the job is not checkpointed); ``curves()`` gives
+    the stacked [R, epochs, ...] tensors."""
+
+    def __init__(self, paradigm, engine, generators: Sequence[torch.Generator]):
+        self.paradigm, self.engine, self.generators = paradigm, engine, list(generators)
+        self.errors: List[Tensor] = []
+        self.losses: List[Tensor] = []
+        self.diverged = torch.zeros(engine.n_runs, dtype=torch.bool, device=engine.device)
+
+    def resume(self) -> int:
+        state = self.paradigm.saved_state()
+        if state is None:
+            return 0
+        self.engine.load_state_dict(state["engine"])
+        for g, st in zip(self.generators, state["generators"]):
+            g.set_state(st)
+        device = self.engine.device
+        self.errors = [e.to(device) for e in state["errors"]]
+        self.losses = [v.to(device) for v in state["losses"]]
+        self.diverged = state["diverged"].to(device)
+        return int(state["position"])
+
+    def record(self, loss_total: Tensor, n_examples: int, error: Tensor) -> None:
+        self.diverged |= ~torch.isfinite(loss_total)
+        self.losses.append(loss_total / n_examples)
+        self.errors.append(error)
+
+    def save(self, position: int) -> None:
+        self.paradigm.save_state({"engine": self.engine.state_dict(), "position": int(position),
+                                  "generators": [g.get_state() for g in self.generators],
+                                  "errors": self.errors, "losses": self.losses, "diverged": self.diverged})
+
+    def curves(self):
+        """(test error [R, n, ...], training loss [R, n]) over the epochs or iterations recorded."""
+        return torch.stack(self.errors, dim=1), torch.stack(self.losses, dim=1)
+
+
+def mean_sem(da: xr.DataArray, dim: str = "seed"):
+    """(mean, standard error of the mean) over ``dim`` (SEM 0 for a single seed)."""
+    n = da.sizes[dim]
+    mean = da.mean(dim)
+    return mean, (da.std(dim, ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(mean))
+
+
 # -- learning-rate selection, table and figure ---------------------------------------------------------
 def _sem(da: xr.DataArray) -> xr.DataArray:
-    n = da.sizes["seed"]
-    return da.std("seed", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(da.mean("seed"))
+    return mean_sem(da)[1]
 
 
 def best_lr(ds: xr.Dataset, scalar: str, lr_dim: str = "lr", minimize: bool = True) -> Dict[str, float]:
@@ -134,15 +185,17 @@ def best_lr(ds: xr.Dataset, scalar: str, lr_dim: str = "lr", minimize: bool = Tr
 
 
 def lr_table(ds: xr.Dataset, scalar: str, labels: Mapping[str, str], lr_dim: str = "lr",
-             published: Optional[Mapping[str, Mapping[float, float]]] = None) -> str:
-    """Mean ± SEM of ``scalar`` per rule and lr, the best lr marked with *, published values beside."""
+             published: Optional[Mapping[str, Mapping[float, float]]] = None, minimize: bool = True) -> str:
+    """Mean ± SEM of ``scalar`` per rule and lr, the best lr marked with * (lowest seed mean, or
+    highest with ``minimize=False``), published values beside. Other grid dims are averaged: select
+    one point (``ds.sel(env=...)``) for a table per point."""
     da = ds[scalar]
     if lr_dim not in da.dims:
         mean, sem = da.mean("seed"), _sem(da)
         rows = [f"{labels.get(str(r), str(r)):<10} {float(mean.sel(rule=r)):.4f} ± {float(sem.sel(rule=r)):.4f}"
                 for r in ds["rule"].values]
         return f"{da.attrs.get('long_name', scalar)}: mean ± SEM over {da.sizes['seed']} seed(s)\n" + "\n".join(rows)
-    best = best_lr(ds, scalar, lr_dim)
+    best = best_lr(ds, scalar, lr_dim, minimize)
     mean, sem = da.mean("seed"), _sem(da)
     lrs = [float(v) for v in ds[lr_dim].values]
     head = ["rule", *(f"{lr:g}" for lr in lrs), "best lr"]
@@ -163,13 +216,13 @@ def lr_table(ds: xr.Dataset, scalar: str, labels: Mapping[str, str], lr_dim: str
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     title = (f"{da.attrs.get('long_name', scalar)} per rule and {lr_dim}: mean ± SEM over "
-             f"{da.sizes['seed']} seed(s); * = best {lr_dim} (lowest seed mean)")
+             f"{da.sizes['seed']} seed(s); * = best {lr_dim} ({'lowest' if minimize else 'highest'} seed mean)")
     return "\n".join([title, fmt(head), *(fmt(r) for r in rows)])
 
 
 def lr_figure(ds: xr.Dataset, scalar: str, curve: str, path, title: str, labels: Mapping[str, str],
               lr_dim: str = "lr", x_dim: str = "epoch",
-              published: Optional[Mapping[str, Mapping[float, float]]] = None) -> Path:
+              published: Optional[Mapping[str, Mapping[float, float]]] = None, minimize: bool = True) -> Path:
     """Two panels: ``scalar`` vs lr per rule (mean ± SEM over seeds, log x; published values as
     open markers), and the ``curve`` over ``x_dim`` at each rule's best lr."""
     import matplotlib
@@ -181,7 +234,7 @@ def lr_figure(ds: xr.Dataset, scalar: str, curve: str, path, title: str, labels:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     rules = [str(r) for r in ds["rule"].values]
-    best = best_lr(ds, scalar, lr_dim) if lr_dim in ds[scalar].dims else {}
+    best = best_lr(ds, scalar, lr_dim, minimize) if lr_dim in ds[scalar].dims else {}
     n_seeds = ds.sizes["seed"]
     for k, rule in enumerate(rules):
         color, name = f"C{k}", labels.get(rule, rule)

@@ -45,8 +45,8 @@ from pcneuro.datasets.images import balanced_subset, load_cifar10
 from pcneuro.engine import (Activation, Adam, Conv2d, Engine, Flatten, LatentSGD, Linear, NetworkSpec, TrainConfig,
                             build_rule, init_params)
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
-from pcneuro.paradigms._supervised import (batch_slices, epoch_order, lr_figure, lr_table, to_float_images,
-                                           train_epoch)
+from pcneuro.paradigms._supervised import (TrainingLog, batch_slices, epoch_order, lr_figure, lr_table,
+                                           to_float_images, train_epoch)
 from pcneuro.paradigms._supervised import test_error as evaluate_test_error
 from pcneuro.registry import register
 
@@ -144,7 +144,7 @@ class Cifar10CNN(Paradigm):
 
     def simulate(self, rule, settings, seeds, device, progress):
         s0 = settings[0]
-        R, dtype = len(seeds), self.torch_dtype()
+        dtype = self.torch_dtype()
         train, test = load_cifar10("train"), load_cifar10("test")
         train_sub = self._subsets(seeds, train.labels, "train", int(s0["train_per_class"]))
         test_sub = self._subsets([0], test.labels, "test", int(s0["test_per_class"]))[0]  # one, for every run
@@ -168,30 +168,17 @@ class Cifar10CNN(Paradigm):
         epochs, batch = int(s0["epochs"]), int(s0["batch_size"])
         n_train = train_sub.shape[1]
         slices = batch_slices(n_train, batch)
-        errors, losses = [], []
-        diverged = torch.zeros(R, dtype=torch.bool, device=device)
-        start = 0
-        state = self.saved_state()
-        if state is not None:  # resume an interrupted chunk at its last finished epoch
-            engine.load_state_dict(state["engine"])
-            for g, st in zip(shuffles, state["shuffles"]):
-                g.set_state(st)
-            errors = [e.to(device) for e in state["errors"]]
-            losses = [v.to(device) for v in state["losses"]]
-            diverged = state["diverged"].to(device)
-            start = int(state["epoch"])
-            progress(start * len(slices))
+        log = TrainingLog(self, engine, shuffles)
+        start = log.resume()  # an interrupted chunk continues after its last finished epoch
+        progress(start * len(slices))
         for epoch in range(start, epochs):
             order = epoch_order(shuffles, train_sub).to(device)  # [R, n]: this epoch's order per run
             total = train_epoch(engine, x_train, order, batch, targets, as_input, progress)
-            diverged |= ~torch.isfinite(total)
-            losses.append(total / n_train)
-            errors.append(evaluate_test_error(engine, x_test, y_test, TEST_BATCH, as_input))
-            self.save_state({"engine": engine.state_dict(), "shuffles": [g.get_state() for g in shuffles],
-                             "epoch": epoch + 1, "errors": errors, "losses": losses, "diverged": diverged})
-        test_error = torch.stack(errors, dim=1)
-        return {"test_error": test_error.cpu().numpy(), "train_loss": torch.stack(losses, dim=1).cpu().numpy(),
-                "min_test_error": test_error.amin(dim=1).cpu().numpy(), "diverged": diverged.cpu().numpy()}
+            log.record(total, n_train, evaluate_test_error(engine, x_test, y_test, TEST_BATCH, as_input))
+            log.save(epoch + 1)
+        test_error, train_loss = log.curves()
+        return {"test_error": test_error.cpu().numpy(), "train_loss": train_loss.cpu().numpy(),
+                "min_test_error": test_error.amin(dim=1).cpu().numpy(), "diverged": log.diverged.cpu().numpy()}
 
     # -- summary -------------------------------------------------------------------------------------
     @classmethod

@@ -52,7 +52,7 @@ import torch
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (best_lr, count_errors, epoch_order, lr_table, mlp, sgd_engine,
+from pcneuro.paradigms._supervised import (TrainingLog, best_lr, count_errors, epoch_order, lr_table, mlp, sgd_engine,
                                            to_float_images, train_epoch)
 from pcneuro.registry import register
 
@@ -235,33 +235,20 @@ class ContinualLearning(Paradigm):
         schedule = task_schedule(iterations, int(s0["block"]))
         n_train = subsets[0].shape[1]
         n_batches = math.ceil(n_train / batch)
-        errors, losses = [], []
-        diverged = torch.zeros(R, dtype=torch.bool, device=device)
-        start = 0
-        state = self.saved_state()
-        if state is not None:  # resume an interrupted chunk at its last checkpointed iteration
-            engine.load_state_dict(state["engine"])
-            for g, st in zip(shuffles, state["shuffles"]):
-                g.set_state(st)
-            errors = [e.to(device) for e in state["errors"]]
-            losses = [v.to(device) for v in state["losses"]]
-            diverged = state["diverged"].to(device)
-            start = int(state["iteration"])
-            progress(start * n_batches)
+        log = TrainingLog(self, engine, shuffles)
+        start = log.resume()  # an interrupted chunk continues after its last checkpointed iteration
+        progress(start * n_batches)
         for it in range(start, iterations):
             order = epoch_order(shuffles, subsets[schedule[it]]).to(device)  # [R, n]: this iteration's order
             total = train_epoch(engine, x_train, order, batch, targets, as_input, progress)
-            diverged |= ~torch.isfinite(total)
-            losses.append(total / n_train)
-            errors.append(task_test_error(engine, x_test, units_test, in_b_test, counts, as_input))
+            log.record(total, n_train, task_test_error(engine, x_test, units_test, in_b_test, counts, as_input))
             if (it + 1) % CHECKPOINT_EVERY == 0 or it + 1 == iterations:
-                self.save_state({"engine": engine.state_dict(), "shuffles": [g.get_state() for g in shuffles],
-                                 "iteration": it + 1, "errors": errors, "losses": losses, "diverged": diverged})
-        test_error = torch.stack(errors, dim=1)  # [R, iterations, 2]
+                log.save(it + 1)
+        test_error, train_loss = log.curves()  # [R, iterations, 2], [R, iterations]
         scored = min(int(s0["scored_iterations"]), iterations)
-        return {"test_error": test_error.cpu().numpy(), "train_loss": torch.stack(losses, dim=1).cpu().numpy(),
+        return {"test_error": test_error.cpu().numpy(), "train_loss": train_loss.cpu().numpy(),
                 "mean_test_error": test_error[:, :scored].mean(dim=(1, 2)).cpu().numpy(),
-                "diverged": diverged.cpu().numpy()}
+                "diverged": log.diverged.cpu().numpy()}
 
     # -- summary -------------------------------------------------------------------------------------
     @classmethod

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,7 +61,8 @@ import xarray as xr
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import MLP32, epoch_order, lr_table, mlp, sgd_engine, to_float_images, train_epoch
+from pcneuro.paradigms._supervised import (MLP32, TrainingLog, epoch_order, lr_table, mlp, sgd_engine, to_float_images,
+                                           train_epoch)
 from pcneuro.paradigms._supervised import test_error as evaluate_test_error
 from pcneuro.registry import register
 
@@ -233,34 +234,19 @@ class OnlineLearning(Paradigm):
         n_train = train_sub.shape[1]
         n_batches = self._batches(s0, n_train)
         learned = min(n_batches * batch, n_train)  # examples learned per iteration
-        R = len(live)
-        errors: List[torch.Tensor] = []
-        losses: List[torch.Tensor] = []
-        diverged = torch.zeros(R, dtype=torch.bool, device=device)
-        start = 0
-        state = self.saved_state()
-        if state is not None:  # resume an interrupted chunk after its last finished iteration
-            engine.load_state_dict(state["engine"])
-            for g, st in zip(shuffles, state["shuffles"]):
-                g.set_state(st)
-            errors = [e.to(device) for e in state["errors"]]
-            losses = [v.to(device) for v in state["losses"]]
-            diverged = state["diverged"].to(device)
-            start = int(state["iteration"])
-            progress(start * nominal)
+        log = TrainingLog(self, engine, shuffles)
+        start = log.resume()  # an interrupted chunk continues after its last finished iteration
+        progress(start * nominal)
         for it in range(start, n_iter):
             order = epoch_order(shuffles, train_sub)[:, :learned].to(device)  # the batches this iteration learns
             total = train_epoch(engine, x_train, order, batch, targets, as_input, progress, max_batches=n_batches)
             if nominal > n_batches:  # a train set smaller than the nominal one: the ticks it had no batches for
                 progress(nominal - n_batches)
-            diverged |= ~torch.isfinite(total)
-            losses.append(total / learned)
-            errors.append(evaluate_test_error(engine, x_test, y_test, TEST_BATCH, as_input))
-            self.save_state({"engine": engine.state_dict(), "shuffles": [g.get_state() for g in shuffles],
-                             "iteration": it + 1, "errors": errors, "losses": losses, "diverged": diverged})
-        err = torch.stack(errors, dim=1)
-        out = {"test_error": err, "train_loss": torch.stack(losses, dim=1), "mean_test_error": err.mean(dim=1),
-               "min_test_error": err.amin(dim=1), "diverged": diverged}
+            log.record(total, learned, evaluate_test_error(engine, x_test, y_test, TEST_BATCH, as_input))
+            log.save(it + 1)
+        err, train_loss = log.curves()
+        out = {"test_error": err, "train_loss": train_loss, "mean_test_error": err.mean(dim=1),
+               "min_test_error": err.amin(dim=1), "diverged": log.diverged}
         for key, value in out.items():
             measures[key][live] = value.cpu().numpy()
         return measures

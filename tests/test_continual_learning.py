@@ -193,7 +193,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_bits(monke
     p._midrun = store
     with pytest.raises(KeyboardInterrupt):
         _simulate("pc", [0, 1], [0.01, 0.005], paradigm=p)
-    assert store.load()["iteration"] == cl.CHECKPOINT_EVERY
+    assert store.load()["position"] == cl.CHECKPOINT_EVERY
     batches = []
     train_batch = Engine.train_batch
     monkeypatch.setattr(Engine, "train_batch", lambda self, *a, **k: batches.append(1) or train_batch(self, *a, **k))

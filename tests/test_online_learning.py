@@ -153,7 +153,7 @@ def test_a_diverging_run_is_data_and_iterations_resume(tmp_path, monkeypatch):
     simulate = ol.OnlineLearning.simulate
 
     def watch(self, *args):
-        started.append(self.saved_state()["iteration"])
+        started.append(self.saved_state()["position"])
         return simulate(self, *args)
 
     monkeypatch.setattr(ol.OnlineLearning, "simulate", watch)

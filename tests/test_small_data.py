@@ -141,7 +141,7 @@ def test_interrupted_grid_resumes_from_its_epoch_checkpoints(tmp_path, monkeypat
 
     def interrupt_after_three(self, state):  # chunk 0 (pc) saves epochs 1-2; chunk 1 stops after epoch 1
         original(self, state)
-        saves.append(state["epoch"])
+        saves.append(state["position"])
         if len(saves) == 3:
             raise KeyboardInterrupt
 
@@ -155,7 +155,7 @@ def test_interrupted_grid_resumes_from_its_epoch_checkpoints(tmp_path, monkeypat
 
     def watch(self, rule, settings, seeds, device, progress):
         state = self.saved_state()
-        started.append((rule, None if state is None else state["epoch"]))
+        started.append((rule, None if state is None else state["position"]))
         return original_simulate(self, rule, settings, seeds, device, progress)
 
     monkeypatch.setattr(small_data.SmallData, "save_state", original)
