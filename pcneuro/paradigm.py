@@ -229,6 +229,11 @@ class Paradigm:
 
         Called for every run's settings while planning, before anything is simulated."""
 
+    @classmethod
+    def check_rule_settings(cls, rule: str, settings: Mapping[str, Any]) -> None:
+        """Reject settings a rule cannot take (e.g. a linear-only rule on a nonlinear net): a one-line
+        ValueError naming rule and value. Called for every (rule, grid point) while planning."""
+
     def coords(self, settings: Mapping[str, Any]) -> Dict[str, Sequence[Any]]:
         """Coordinates of the paradigm's own dims (may depend on structural settings)."""
         return {}

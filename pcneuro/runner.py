@@ -148,6 +148,7 @@ def make_plan(paradigm: Union[str, type], rule: Union[str, Sequence[str]] = "all
         for gi in itertools.product(*[range(len(axes[n])) for n in names]):
             point = {n: axes[n][i] for n, i in zip(names, gi)}
             cls.check_settings({**fixed, **point})
+            cls.check_rule_settings(r, {**fixed, **point})
             for si, s in enumerate(seed_list):
                 plan.runs.append(RunSpec(index, r, ri, s, si, tuple(gi), {**fixed, **point}))
                 index += 1
@@ -442,6 +443,7 @@ def simulate_points(paradigm: Union[str, type], rule: str, points: Sequence[Mapp
     for pi, point in enumerate(points):
         settings = {**defaults, **cls.validate(point)}
         cls.check_settings(settings)
+        cls.check_rule_settings(rules[0], settings)
         for si, s in enumerate(seed_list):
             runs.append(RunSpec(len(runs), rules[0], 0, s, si, (pi,), settings))
     if not runs:

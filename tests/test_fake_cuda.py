@@ -31,6 +31,8 @@ SHORT = {
     "dqn_control": {"episodes": 2, "T": 3},
     "example_122": {"T": 3, "iterations": 3},
     "interference_112": {"T": 3, "iterations": 3},
+    "prospective_index": {"inference_steps": 6, "weight_steps": 2},
+    "target_alignment": {"T": 8},
     "online_learning": {"T": 3, "iterations": 2, "batches_per_iteration": 2, "train_per_class": 2,
                         "test_per_class": 1},
     "small_data": {"T": 3, "epochs": 2, "n_per_class": 1, "batch_size": 10},

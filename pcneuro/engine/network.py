@@ -355,12 +355,16 @@ def init_params(
 
     ``scheme``: ``"torch"`` (uniform ±1/√fan_in, as torch's Linear/Conv2d defaults), ``"normal"``
     (N(0, scale²)), ``"xavier_normal"`` (N(0, 2/(fan_in+fan_out)) times scale), ``"xavier_uniform"``
-    (U(±√(6/(fan_in+fan_out))) times scale; torch's gain-1 Xavier/Glorot rules). ``scale`` multiplies
-    the draw per run. Biases start at 0 except under ``"torch"``. Each run's draw depends only on its
+    (U(±√(6/(fan_in+fan_out))) times scale; torch's gain-1 Xavier/Glorot rules), ``"orthogonal"``
+    (a Haar-random matrix with orthonormal rows or columns, whichever are fewer, times scale: the
+    weight as an [out, fan_in] matrix is Q from the QR factorisation of a Gaussian matrix, with the
+    signs of R's diagonal folded into Q; theory spec §1.4). ``scale`` multiplies the draw per run
+    (the gain g). Biases start at 0 except under ``"torch"``. Each run's draw depends only on its
     own seed, never on R or on its position among the runs.
     """
-    if scheme not in ("torch", "normal", "xavier_normal", "xavier_uniform"):
-        raise ValueError(f"unknown init scheme {scheme!r}")
+    schemes = ("torch", "normal", "xavier_normal", "xavier_uniform", "orthogonal")
+    if scheme not in schemes:
+        raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(schemes)}")
     n_runs = len(seeds)
     scales = _as_run_tensor(scale, n_runs, torch.float64, "cpu")
     shapes = spec.param_shapes()
@@ -377,6 +381,12 @@ def init_params(
                 w = torch.zeros(shape, dtype=torch.float64)
             elif scheme == "normal":
                 w = torch.randn(shape, generator=gen, dtype=torch.float64)
+            elif scheme == "orthogonal":
+                rows, cols = shape[0], math.prod(shape[1:])
+                draw = torch.randn(max(rows, cols), min(rows, cols), generator=gen, dtype=torch.float64)
+                q, tri = torch.linalg.qr(draw)  # reduced: q has orthonormal columns
+                q = q * torch.where(torch.diagonal(tri) < 0, -1.0, 1.0)  # Haar measure: fix QR's sign choice
+                w = (q if rows >= cols else q.T).reshape(shape)
             elif scheme == "xavier_normal":
                 fan_out = shape[0] * math.prod(shape[2:])
                 std = math.sqrt(2.0 / (fan_in + fan_out))
