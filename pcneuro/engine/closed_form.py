@@ -146,6 +146,235 @@ def output_error_only(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor
     return e if mask is None else mask * e
 
 
+#: activations whose f and grad ⊙ f' have out= forms (the fused sweep writes into its own buffers)
+_OUT_FORMS = {
+    "sigmoid": (torch.sigmoid, torch.ops.aten.sigmoid_backward.grad_input),
+    "tanh": (torch.tanh, torch.ops.aten.tanh_backward.grad_input),
+}
+
+
+class FusedSweep:
+    """Inference steps with in-place latent updates on buffers the backend owns (engine spec §4.2 item 1).
+
+    For a placement-"pre" chain (every hidden boundary a value node, one activation f applied to every
+    latent, squared-error loss, c = 1, no unit masks or latent penalty) while the weights stay
+    frozen, each step is a fixed, short list of kernels on preallocated buffers:
+
+    * forward: A = f(X) over all latents at once; one GEMM per unit above the first writes its z into
+      Z; E = S − Z in one subtraction, where S = [x_1 … x_N | y] and Z = [μ_1 … μ_N | ŷ] (μ_1, the
+      first layer's product, is copied in once per batch), so E = [ε_1 … ε_N | y − ŷ];
+    * 2F (the latent-rate rule only compares F_t with F_{t−1}, so the factor ½ is left out) is one
+      dot product of E for R = 1, else E² and one matrix-vector product (per-run sums) per block;
+    * backward: one GEMM per unit above the first writes e_{l+1}W_{l+1} into P; P ← f'(X) ⊙ P and
+      P ← E_h − P (the latent gradient) in place; X ← X − η P in place.
+
+    That is 2N + 6 kernels for N value nodes (R > 1: N + 1 more for the per-run sums), plus three
+    for the latent-rate rule (N = 2, R = 1: 13). Each
+    buffer stores its blocks one after another, each block [R, B, n] contiguous, so GEMM operands
+    and outputs stay contiguous for any R. The ops are the closed-form backend's (the same GEMMs and
+    activation-derivative kernels, ε = x − z), so values agree with ``evaluate`` up to the rounding
+    of elementwise kernels over differently aligned buffers. The buffers of one input shape are
+    allocated once and reused by every later batch of that shape (they never move, so a captured
+    CUDA graph may keep pointing at them); :meth:`bind` loads a batch and its parameters.
+    """
+
+    def __init__(self, backend: "ClosedFormBackend", R: int, B: int, dtype, device):
+        self.backend = backend
+        widths = [backend.spec.layers[u.layer_index].out_features for u in backend.units]
+        N = len(widths) - 1  # value nodes
+        sizes = [R * B * h for h in widths]
+        n_h = sum(sizes[:-1])
+        kw = dict(dtype=dtype, device=device)
+        S, Z, E = (torch.empty(n_h + sizes[-1], **kw) for _ in range(3))
+        act = backend.pre[1]  # f of every latent (None: identity)
+        A = torch.empty(n_h, **kw) if act is not None else None
+        P = torch.empty(n_h, **kw)
+
+        def blocks(flat, n):
+            return [v.view(R, B, h) for v, h in zip(flat.split(sizes[:n]), widths[:n])]
+
+        self.R, self.N = R, N
+        self._S_b, self._Z_b, self._E_b = blocks(S, N + 1), blocks(Z, N + 1), blocks(E, N + 1)
+        self._A_b = blocks(A, N) if A is not None else self._S_b[:N]
+        self._P_b = blocks(P, N)
+        self.latents = self._S_b[:N]
+        self._X, self._A, self._P, self._E, self._E_h, self._S, self._Z = S[:n_h], A, P, E, E[:n_h], S, Z
+        self._act = act
+        self._act_out, self._act_back_out = _OUT_FORMS.get(backend.units[1].pre_act) or (None, None)
+        # per-run rates broadcast over X: flat for R = 1, one view when all nodes have the same width
+        if R == 1:
+            self._X_runs = S[:n_h]
+        elif len(set(widths[:N])) == 1:
+            self._X_runs = S[:n_h].view(N, R, -1)
+        else:
+            self._X_runs = [s.view(R, -1) for s in self._S_b[:N]]
+        if R > 1:  # E² once, then per-run sums of each block as matrix-vector products (a batched dot
+            # product, or a sum over short rows of many runs, is several times slower)
+            self._sq = torch.empty_like(E)
+            ones = {n: torch.ones(n, **kw) for n in set(s // R for s in sizes)}
+            self._sq_rows = [(q.view(R, -1), ones[s // R]) for q, s in zip(self._sq.split(sizes), sizes)]
+        self.unbind()
+
+    def bind(self, params: Dict[str, Tensor], x0: Tensor, y: Tensor) -> "FusedSweep":
+        """Load a batch: the parameters' GEMM operands, μ_1 and y, then the latents x = μ (§2.3)."""
+        backend, N = self.backend, self.N
+        bound = backend._bind(params)
+        z0 = backend._first_z(bound, x0)
+        S_b, A_b = self._S_b, self._A_b
+        # unit k reads node k−1's activation and writes block k of Z; its error block k goes down into P
+        self._fwd = [(A_b[k - 1], bound[k][1], bound[k][2], self._Z_b[k]) for k in range(1, N + 1)]
+        self._bwd = [(self._E_b[k], bound[k][0], self._P_b[k - 1]) for k in range(N, 0, -1)]
+        self._x0 = x0
+        self._Z_b[0].copy_(z0)
+        S_b[0].copy_(z0)
+        S_b[N].copy_(y)
+        for k in range(1, N):
+            a = S_b[k - 1] if self._A is None else self._activate(S_b[k - 1], A_b[k - 1])
+            w_t, b = bound[k][1], bound[k][2]
+            if b is None:
+                torch.bmm(a, w_t, out=S_b[k])
+            else:
+                torch.baddbmm(b, a, w_t, out=S_b[k])
+        return self
+
+    def unbind(self) -> None:
+        """Drop the references to the batch and its parameters (the buffers stay)."""
+        self._fwd, self._bwd, self._x0 = [], [], None
+
+    def _activate(self, v: Tensor, out: Tensor) -> Tensor:
+        if self._act_out is not None:
+            return self._act_out(v, out=out)
+        return out.copy_(self._act.forward(v))
+
+    def rate_view(self, eta: Tensor):
+        """η [R] shaped to broadcast against X (one view per node when node widths differ)."""
+        if self.R == 1:
+            return eta
+        if not isinstance(self._X_runs, list):
+            return eta.view(1, -1, 1)
+        return [eta.view(-1, 1)] * self.N
+
+    def forward(self, first: bool = False) -> None:
+        """E = [ε_1 … ε_N | y − ŷ] at the current latents; ``first``: the latents are μ, so every
+        hidden ε is exactly 0 (engine spec §1.4) and is set so rather than left to rounding."""
+        if self._A is not None:
+            self._activate(self._X, self._A)
+        for a, w_t, b, out in self._fwd:
+            if b is None:
+                torch.bmm(a, w_t, out=out)
+            else:
+                torch.baddbmm(b, a, w_t, out=out)
+        torch.sub(self._S, self._Z, out=self._E)
+        if first:
+            self._E_h.zero_()
+
+    def objective2(self) -> Tensor:
+        """2F per run (for R = 1 one dot product, a 0-dim tensor) at the last ``forward``."""
+        if self.R == 1:
+            return torch.dot(self._E, self._E)
+        torch.mul(self._E, self._E, out=self._sq)
+        rows = self._sq_rows
+        F = torch.mv(*rows[0])
+        for q, ones in rows[1:]:
+            F = torch.addmv(F, q, ones)
+        return F
+
+    def _block_sums(self, blocks) -> List[Tensor]:
+        """Σ e² per run [R] of each of ``blocks`` (E blocks) at the last ``forward``."""
+        if self.R == 1:
+            return [torch.dot(e.view(-1), e.view(-1)).reshape(1) for e in blocks]
+        return [torch.mv(e.view(self.R, -1) * e.view(self.R, -1), ones)
+                for e, (_, ones) in zip(blocks, self._sq_rows[len(self._E_b) - len(blocks):])]
+
+    def loss(self) -> Tensor:
+        """ℓ per run [R] at the last ``forward``."""
+        return 0.5 * self._block_sums(self._E_b[-1:])[0]
+
+    def records(self):
+        """(loss, energy, F) per run, [R] each, at the last ``forward`` (F = loss + energy: c = 1)."""
+        sq = self._block_sums(self._E_b)
+        loss = 0.5 * sq[-1]
+        energy = sq[0]
+        for s in sq[1:-1]:
+            energy = energy + s
+        energy = 0.5 * energy
+        return loss, energy, loss + energy
+
+    def descend(self, eta_b) -> None:
+        """One latent SGD step of every node from the last ``forward``: X ← X − η ∂F/∂X."""
+        for e, w, out in self._bwd:
+            torch.bmm(e, w, out=out)
+        P = self._P
+        if self._act_back_out is not None:
+            self._act_back_out(P, self._A, grad_input=P)
+        elif self._act is not None:
+            P.copy_(self._act.backward(P, self._X, self._A))
+        torch.sub(self._E_h, P, out=P)
+        x_runs = self._X_runs
+        if not isinstance(x_runs, list):
+            x_runs.addcmul_(eta_b, P.view(x_runs.shape), value=-1)
+        else:
+            for x, e, g in zip(x_runs, eta_b, P.split([x.numel() for x in x_runs])):
+                x.addcmul_(e, g.view(x.shape), value=-1)
+
+    def run(self, n: int, eta: Tensor, eta_b, growth: Tensor, decay: Tensor, F_prev: Optional[Tensor]):
+        """``n`` plain steps (forward, latent step, and with ``F_prev`` given the latent-rate rule:
+        η ← η·(a if F < F_prev else d) in place); returns the last step's 2F (None without the rule).
+        The same kernels as ``forward``/``objective2``/``descend``, without their per-call overhead."""
+        X, A, P, S, Z, E, E_h, x_runs = self._X, self._A, self._P, self._S, self._Z, self._E, self._E_h, self._X_runs
+        act_out, act_back_out, act = self._act_out, self._act_back_out, self._act
+        fwd, bwd, bmm, baddbmm, sub, where = self._fwd, self._bwd, torch.bmm, torch.baddbmm, torch.sub, torch.where
+        fast = act is None or act_back_out is not None
+        single = not isinstance(x_runs, list)
+        P_x = P.view(x_runs.shape) if single else None
+        for _ in range(n):
+            if A is not None:
+                if act_out is not None:
+                    act_out(X, out=A)
+                else:
+                    A.copy_(act.forward(X))
+            for a, w_t, b, out in fwd:
+                if b is None:
+                    bmm(a, w_t, out=out)
+                else:
+                    baddbmm(b, a, w_t, out=out)
+            sub(S, Z, out=E)
+            F = None
+            if F_prev is not None:
+                F = self.objective2()
+            for e, w, out in bwd:
+                bmm(e, w, out=out)
+            if not fast:
+                P.copy_(act.backward(P, X, A))
+            elif act is not None:
+                act_back_out(P, A, grad_input=P)
+            sub(E_h, P, out=P)
+            if single:
+                x_runs.addcmul_(eta_b, P_x, value=-1)
+            else:
+                self._step_per_node(eta_b)
+            if F is not None:
+                eta.mul_(where(F < F_prev, growth, decay))
+                F_prev = F
+        return F_prev
+
+    def _step_per_node(self, eta_b) -> None:
+        for x, e, g in zip(self._X_runs, eta_b, self._P.split([x.numel() for x in self._X_runs])):
+            x.addcmul_(e, g.view(x.shape), value=-1)
+
+    def weight_grads(self, need: Sequence[bool]) -> Dict[str, Tensor]:
+        """∂F/∂θ of the units with ``need[k]`` at the last ``forward``, as ``evaluate`` forms them."""
+        backend, grads = self.backend, {}
+        for k, u in enumerate(backend.units):
+            if not need[k]:
+                continue
+            ez = self._E_b[k]
+            grads[f"{u.layer_index}.weight"] = backend._weight_grad(ez, self._x0 if k == 0 else self._A_b[k - 1])
+            if u.bias:
+                grads[f"{u.layer_index}.bias"] = ez.sum(dim=1).neg_()
+        return grads
+
+
 class ClosedFormBackend:
     """Closed-form F and gradients of a Linear stack.
 
@@ -180,6 +409,10 @@ class ClosedFormBackend:
         self._cache = None
         self.run_last = run_last
         self._ones: Dict[int, Tensor] = {}
+        self._sweeps: Dict[tuple, "FusedSweep"] = {}  # fused-sweep buffers per (R, B, dtype, device)
+        # the most recently used sweeps kept (batch sizes vary: a last partial batch); None keeps all,
+        # as a captured CUDA graph needs: it writes the buffers of its sweep at every replay
+        self.max_sweeps: Optional[int] = 4
         self._sums: Dict[tuple, Tensor] = {}
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -275,6 +508,10 @@ class ClosedFormBackend:
                 for e_b, a_b in zip(ezs[1:], as_[1:]):
                     g = torch.addcmul(g, e_b.transpose(1, 2), a_b, value=-1)
                 return g
+        # the sign goes on the smaller operand (rounding is sign-symmetric: the same bits either way)
+        if ez.shape[-2] < a.shape[-1]:
+            ez_t = ez.neg().transpose(1, 2)
+            return torch.matmul(ez_t, a) if a.ndim == 2 else torch.bmm(ez_t, a)
         if a.ndim == 2:  # the shared batch input
             return torch.matmul(ez.transpose(1, 2), a).neg_()
         return torch.bmm(ez.transpose(1, 2), a).neg_()
@@ -337,10 +574,36 @@ class ClosedFormBackend:
         current = [params[n] for n in self._all_names]
         if len(current) != len(self._bound_src) or not all(map(operator.is_, current, self._bound_src)):
             self._bound_src, self._bound = [], []
+        for sweep in self._sweeps.values():
+            sweep.unbind()
         key = self._cache_key
         w0, b0 = params[self._w_names[0]], params[self._b_names[0]] if self._b_names[0] else None
         if key is not None and (key[0][1] is not w0 or key[0][2] is not b0):
             self._cache_key = self._cache = None
+
+    def fusable(self) -> bool:
+        """Whether :class:`FusedSweep` applies to this net (structure only; the engine adds the
+        schedule, the optimiser and the batch conditions)."""
+        units = self.units
+        return (not self.run_last and self.loss == "sse" and self.c_is_one and self.l1 is None
+                and len(units) >= 2 and all(u.ends_in_node for u in units[:-1])
+                and all(m is None for m in self.node_masks)
+                and self.pre[0] is None and all(p is None for p in self.post)
+                and len({u.pre_act for u in units[1:]}) == 1)
+
+    def fused_sweep(self, params: Dict[str, Tensor], x0: Tensor, y: Tensor) -> FusedSweep:
+        """The fused sweep of this batch shape, bound to the batch (latents at the feed-forward values).
+        Its buffers are kept for later batches of the same shape (``max_sweeps`` shapes at most)."""
+        w0 = params[self._w_names[0]]
+        B = x0.shape[0] if x0.ndim == 2 else x0.shape[1]
+        key = (w0.shape[0], B, w0.dtype, w0.device)
+        sweep = self._sweeps.pop(key, None)
+        if sweep is None:
+            sweep = FusedSweep(self, *key)
+            if self.max_sweeps is not None and len(self._sweeps) >= self.max_sweeps:
+                del self._sweeps[next(iter(self._sweeps))]  # the least recently used
+        self._sweeps[key] = sweep  # most recent last
+        return sweep.bind(params, x0, y)
 
     # -- engine interface ---------------------------------------------------------------------------
     def feedforward_latents(self, params: Dict[str, Tensor], x0: Tensor) -> List[Tensor]:

@@ -15,7 +15,7 @@ import torch
 
 from .capture import GraphedBatches, resolve_mode
 from .closed_form import ClosedFormBackend, Evaluation, clean_target, suits_run_last, to_run_last
-from .config import TrainConfig, compile_timing, compile_weight_timing, per_run
+from .config import LatentSGD, TrainConfig, compile_timing, compile_weight_timing, per_run
 from .functional import FunctionalBackend
 from .network import NetworkSpec, forward, is_shared_input, weight_masks
 from .optim import LatentOptimizer, WeightOptimizer
@@ -73,10 +73,17 @@ class Engine:
     With early stop, the stop-time weight step and P ⊆ {T−1} for every layer (``deferred``), the loop
     forms no weight gradients: each run's latents are kept from its due step and the weights take
     their single step after the loop (engine spec §4.2 item 5).
+
+    ``fuse`` (closed form, run-first layout): the steps before T−1 run in the fused sweep
+    (:class:`~pcneuro.engine.closed_form.FusedSweep`: a fixed dozen kernels per step on buffers the
+    engine owns, latents stepped in place) when no weight steps among them, the latent optimiser is
+    plain SGD, there is no early stop, output mask or latent trace, and the net is a placement-"pre"
+    chain with the squared error, c = 1 and no unit masks or latent penalty (PC on the benchmark
+    MLPs and the behavioural nets). Values agree with the general loop (``fuse=False``) up to rounding.
     """
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, params: Dict[str, Tensor],
-                 backend: str = "auto", layout: str = "auto", capture: str = "auto"):
+                 backend: str = "auto", layout: str = "auto", capture: str = "auto", fuse: bool = True):
         self.spec = spec
         self.config = config
         expected = spec.param_shapes()
@@ -148,6 +155,14 @@ class Engine:
             self._need = [[False] * L for _ in range(T)]
             self._need_any = [False] * T
             self._need_names = [[] for _ in range(T)]
+        # the fused sweep (closed_form.FusedSweep) runs the steps before T−1 when the weights stay frozen
+        # there, the latent optimiser is plain SGD and nothing needs per-run masks or latent traces
+        self._fusable = (fuse and backend == "closed_form" and spec.has_value_nodes and T >= 2 and self.stop_lr is None
+                         and isinstance(config.latent_opt, LatentSGD) and not config.latent_opt.momentum
+                         and config.record_latents != "every" and not any(self._need_any[:T - 1])
+                         and self.backend.fusable())
+        if self._fusable and self.capture == "graph":
+            self.backend.max_sweeps = None  # a captured graph keeps writing its sweep's buffers
         self._warn_unreachable_layers()
 
     # ----------------------------------------------------------------------------------------------
@@ -286,6 +301,86 @@ class Engine:
             if need[k]:
                 self._weight_step(k, ev, None if self.P[k][T - 1] else fired)
 
+    def _run_batch_fused(self, x0: Tensor, y: Tensor) -> BatchRecord:
+        """The batch of §2.3 in the fused sweep (:class:`~pcneuro.engine.closed_form.FusedSweep`): no
+        weight step before T−1, no early stop, latent SGD. Latents and η step in place; F is formed
+        where the records or the latent-rate rule read it; at T−1 the weight gradients come from the
+        sweep's errors and the weights step as in :meth:`_run_batch`."""
+        cfg = self.config
+        T, L = cfg.T, self.spec.n_weight_layers
+        record, rec_every = cfg.record, cfg.record == "every"
+        X = self.X
+        sweep = self.backend.fused_sweep(self.params, x0, y)
+        eta = self.latent_opt.lr0.clone()  # stepped in place
+        eta_b = sweep.rate_view(eta)
+        growth, decay = self.lr_growth, self.lr_decay
+        last_latent_step = T if cfg.record_latents != "none" else T - 1
+        adapt_at = [self.adapt and X[t] and 1 <= t < last_latent_step for t in range(T)]
+        rec_at = [rec_every or (record == "last" and t in (0, T - 1)) for t in range(T)]
+        need_obj = [rec_at[t] or adapt_at[t] or (t + 1 < T and adapt_at[t + 1]) for t in range(T)]
+        buf = {k: torch.zeros(T, self.n_runs, dtype=self.dtype, device=self.device)
+               for k in ("loss", "energy", "objective", "latent_lr")} if rec_every else None
+        loss0 = last = F_prev = None
+        fresh = False  # whether the sweep's errors belong to the current latents
+        moved = False  # whether the latents left x = μ
+        t = 0
+        while t < T:
+            # plain steps (latent step, F only for the rule, no records) run back to back
+            n = 0
+            while (t + n < T - 1 and t + n > 0 and X[t + n] and not rec_at[t + n]
+                   and adapt_at[t + n] == (F_prev is not None) and need_obj[t + n] == adapt_at[t + n]):
+                n += 1
+            if n:
+                F_prev = sweep.run(n, eta, eta_b, growth, decay, F_prev)
+                fresh, moved = False, True
+                t += n
+                continue
+            F = None
+            if X[t] or need_obj[t] or t == T - 1:
+                if not fresh:
+                    sweep.forward(first=not moved)
+                    fresh = True
+                if need_obj[t] and t < T - 1:  # F_{T−1} only feeds the records (η after T−1 is unused)
+                    F = sweep.objective2()
+                if rec_at[t]:
+                    if rec_every or t > 0:
+                        loss, energy, objective = sweep.records()
+                        if rec_every:
+                            for key, v in (("loss", loss), ("energy", energy), ("objective", objective),
+                                           ("latent_lr", eta)):
+                                buf[key][t] = v
+                        last = (loss, energy, objective, eta)
+                    else:
+                        loss = sweep.loss()
+                    if t == 0:
+                        loss0 = loss
+            if t == T - 1:  # the weight step, from the gradients at (x, θ) of this step
+                need = self._need[t]
+                grads = sweep.weight_grads(need) if self._need_any[t] else {}
+                if X[t] and t < last_latent_step:
+                    sweep.descend(eta_b)
+                ev = Evaluation(None, None, None, [], grads)
+                for k in range(L):
+                    if need[k]:
+                        self._weight_step(k, ev, None)
+                break
+            if X[t]:
+                sweep.descend(eta_b)
+                fresh, moved = False, True
+                if adapt_at[t]:  # 2F compared: the same strict order as F
+                    eta.mul_(torch.where(F < F_prev, growth, decay))
+            F_prev = F
+            t += 1
+        self._release_backend()
+        lat_out = [x.clone() for x in sweep.latents] if cfg.record_latents != "none" else None
+        if record == "none":
+            return BatchRecord(None, None, None, None, None, None, lat_out, None)
+        steps = torch.full((self.n_runs,), T, dtype=torch.long, device=self.device)
+        if rec_every:
+            return BatchRecord(loss0, buf["loss"], buf["energy"], buf["objective"], buf["latent_lr"], steps,
+                               lat_out, None)
+        return BatchRecord(loss0, *last, steps, lat_out, None)
+
     # ----------------------------------------------------------------------------------------------
     def train_batch(self, x0: Tensor, y: Tensor, output_mask: Optional[Tensor] = None) -> BatchRecord:
         """Train all R runs on one batch.
@@ -322,6 +417,8 @@ class Engine:
         T, L = cfg.T, self.spec.n_weight_layers
         if cfg.reset_weight_opt_each_batch:
             self.reset_weight_optimizer()
+        if self._fusable and output_mask is None and not self.run_last:
+            return self._run_batch_fused(x0, y)
         latents = self.backend.feedforward_latents(self.params, x0)
         lat_state = self.latent_opt.init_state(latents)
         eta = self.latent_opt.lr0.clone()
