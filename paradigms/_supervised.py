@@ -78,14 +78,17 @@ MLP32 = (784, 32, 32, 10)
 
 
 def sgd_engine(paradigm, rule: str, spec, settings: Sequence[Mapping], seeds: Sequence[int], device,
-               init: str = "xavier_uniform", loss: str = "sse", record: str = "last"):
+               init: str = "xavier_uniform", loss: str = "sse", record: str = "last", scale: float = 1.0,
+               dtype: Optional[torch.dtype] = None):
     """The engine for ``rule`` with the benchmark conventions (§1.1): plain SGD at the per-run ``lr``;
     for PC the latent SGD at ``latent_lr`` with discount ``latent_discount`` for T = ``T`` steps, weights
-    at the last step; BP with T = 1. Initial weights from (seed, "init") only, shared by the rules."""
+    at the last step; BP with T = 1. Initial weights from (seed, "init") only, shared by the rules:
+    ``init_params`` scheme ``init`` times ``scale`` (an activation's gain). ``dtype`` defaults to the
+    paradigm's."""
     from pcneuro.engine import SGD, Engine, LatentSGD, TrainConfig, build_rule, init_params
     from pcneuro.paradigm import stack_settings
 
-    dtype = paradigm.torch_dtype()
+    dtype = dtype or paradigm.torch_dtype()
     s0 = settings[0]
     config = TrainConfig(
         T=int(s0["T"]), loss=loss, record=record,
@@ -93,8 +96,8 @@ def sgd_engine(paradigm, rule: str, spec, settings: Sequence[Mapping], seeds: Se
         latent_opt=LatentSGD(lr=stack_settings(settings, "latent_lr", dtype)),
         lr_decay=stack_settings(settings, "latent_discount", dtype), lr_growth=1.0)
     spec, config = build_rule(rule, spec, config)
-    params = init_params(spec, [paradigm.stream_seed(s, "init") for s in seeds], scheme=init, dtype=dtype,
-                         device=device)
+    params = init_params(spec, [paradigm.stream_seed(s, "init") for s in seeds], scheme=init, scale=scale,
+                         dtype=dtype, device=device)
     return Engine(spec, config, params)
 
 
@@ -166,7 +169,8 @@ def mean_sem(da: xr.DataArray, dim: str = "seed"):
 
 
 # -- learning-rate selection, table and figure ---------------------------------------------------------
-def _sem(da: xr.DataArray) -> xr.DataArray:
+def seed_sem(da: xr.DataArray) -> xr.DataArray:
+    """The standard error of the mean over seeds (0 for a single seed)."""
     return mean_sem(da)[1]
 
 
@@ -191,12 +195,12 @@ def lr_table(ds: xr.Dataset, scalar: str, labels: Mapping[str, str], lr_dim: str
     one point (``ds.sel(env=...)``) for a table per point."""
     da = ds[scalar]
     if lr_dim not in da.dims:
-        mean, sem = da.mean("seed"), _sem(da)
+        mean, sem = da.mean("seed"), seed_sem(da)
         rows = [f"{labels.get(str(r), str(r)):<10} {float(mean.sel(rule=r)):.4f} ± {float(sem.sel(rule=r)):.4f}"
                 for r in ds["rule"].values]
         return f"{da.attrs.get('long_name', scalar)}: mean ± SEM over {da.sizes['seed']} seed(s)\n" + "\n".join(rows)
     best = best_lr(ds, scalar, lr_dim, minimize)
-    mean, sem = da.mean("seed"), _sem(da)
+    mean, sem = da.mean("seed"), seed_sem(da)
     lrs = [float(v) for v in ds[lr_dim].values]
     head = ["rule", *(f"{lr:g}" for lr in lrs), "best lr"]
     rows = []
@@ -241,7 +245,7 @@ def lr_figure(ds: xr.Dataset, scalar: str, curve: str, path, title: str, labels:
         da = ds[scalar].sel(rule=rule)
         if lr_dim in da.dims:
             lrs = ds[lr_dim].values
-            m, s = da.mean("seed").values, _sem(da).values
+            m, s = da.mean("seed").values, seed_sem(da).values
             left.errorbar(lrs, m, yerr=s, color=color, marker="o", capsize=3, label=name)
             pub = (published or {}).get(rule)
             if pub:
@@ -252,7 +256,7 @@ def lr_figure(ds: xr.Dataset, scalar: str, curve: str, path, title: str, labels:
         if lr_dim in c.dims:
             c = c.sel({lr_dim: best[rule]})
         c = c.mean([d for d in c.dims if d not in ("seed", x_dim)])
-        m, s = c.mean("seed"), _sem(c)
+        m, s = c.mean("seed"), seed_sem(c)
         x = ds[x_dim].values
         at = f" (lr {best[rule]:g})" if rule in best else ""
         right.plot(x, m.values, color=color, label=f"{name}{at}")

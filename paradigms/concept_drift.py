@@ -78,8 +78,8 @@ import xarray as xr
 
 from pcneuro.datasets.images import ImageSet, balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (MLP32, batch_slices, count_errors, epoch_order, lr_table, mlp, sgd_engine,
-                                           to_float_images, train_epoch)
+from pcneuro.paradigms._supervised import (MLP32, batch_slices, count_errors, epoch_order, lr_table, mean_sem, mlp,
+                                           sgd_engine, to_float_images, train_epoch)
 from pcneuro.registry import register
 
 Tensor = torch.Tensor
@@ -371,11 +371,6 @@ class ConceptDrift(Paradigm):
 
 
 # -- the figure (4g and 4f) ------------------------------------------------------------------------------
-def _mean_sem(da: xr.DataArray):
-    n = da.sizes["seed"]
-    mean = da.mean("seed")
-    sem = da.std("seed", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(mean)
-    return mean, sem
 
 
 def drift_figure(ds: xr.Dataset, path, title: str) -> Path:
@@ -399,7 +394,7 @@ def drift_figure(ds: xr.Dataset, path, title: str) -> Path:
     for k, rule in enumerate(str(r) for r in ds["rule"].values):
         color, name = f"C{k}", LABELS.get(rule, rule)
         scalar = ds["mean_test_error"].sel(rule=rule)
-        m, s = _mean_sem(scalar.mean([d for d in scalar.dims if d not in ("seed", "lr")]))
+        m, s = mean_sem(scalar.mean([d for d in scalar.dims if d not in ("seed", "lr")]))
         left.errorbar(lrs, np.atleast_1d(m.values), yerr=np.atleast_1d(s.values), color=color, marker="o",
                       capsize=3, label=name)
         pub = PUBLISHED.get(rule)
@@ -412,7 +407,7 @@ def drift_figure(ds: xr.Dataset, path, title: str) -> Path:
             if has_lr:
                 c = c.sel(lr=lr)
             c = c.mean([d for d in c.dims if d not in ("seed", "iteration")])
-            m, s = _mean_sem(c)
+            m, s = mean_sem(c)
             ax.plot(x, m.values, color=color, linewidth=0.8, label=name)
             ax.fill_between(x, (m - s).values, (m + s).values, color=color, alpha=0.2, linewidth=0)
     period = settings.get("drift_period")

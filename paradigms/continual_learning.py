@@ -52,8 +52,8 @@ import torch
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (TrainingLog, best_lr, count_errors, epoch_order, lr_table, mlp, sgd_engine,
-                                           to_float_images, train_epoch)
+from pcneuro.paradigms._supervised import (TrainingLog, best_lr, count_errors, epoch_order, lr_table, mean_sem, mlp,
+                                           sgd_engine, to_float_images, train_epoch)
 from pcneuro.registry import register
 
 SIZES = (784, 32, 32, 32, 5)
@@ -260,11 +260,6 @@ class ContinualLearning(Paradigm):
         return continual_figure(ds, path, f"{cls.title} ({cls.figure})")
 
 
-def _mean_sem(da, dim: str = "seed"):
-    n = da.sizes[dim]
-    mean = da.mean(dim)
-    sem = da.std(dim, ddof=1) / math.sqrt(n) if n > 1 else mean * 0
-    return mean, sem
 
 
 def continual_figure(ds, path, title: str) -> Path:
@@ -289,7 +284,7 @@ def continual_figure(ds, path, title: str) -> Path:
         da = ds["mean_test_error"].sel(rule=rule)
         other = [d for d in da.dims if d not in ("seed", "lr")]
         da = da.mean(other) if other else da
-        m, s = _mean_sem(da)
+        m, s = mean_sem(da)
         if has_lr:
             left.errorbar(ds["lr"].values, m.values, yerr=s.values, color=color, marker="o", capsize=3, label=name)
             pub = PUBLISHED.get(rule)
@@ -323,7 +318,7 @@ def continual_figure(ds, path, title: str) -> Path:
             if trained == 1:
                 ax.axvspan(i - 0.5, i + 0.5, color="0.9", linewidth=0)
         for j, task in enumerate(TASKS):
-            m, s = _mean_sem(curve.sel(task=task))
+            m, s = mean_sem(curve.sel(task=task))
             ax.plot(x, m.values, color=f"C{2 + j}", label=f"task {task}")
             ax.fill_between(x, (m - s).values, (m + s).values, color=f"C{2 + j}", alpha=0.25, linewidth=0)
         at = f" (lr {best[rule]:g})" if rule in best else ""

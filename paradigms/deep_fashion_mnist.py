@@ -62,20 +62,16 @@ import torch
 import xarray as xr
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
-from pcneuro.engine import Engine, LatentSGD, NetworkSpec, SGD, TrainConfig, build_rule, init_params
-from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
-from pcneuro.paradigms._supervised import batch_slices, count_errors, epoch_order, mlp, to_float_images, train_epoch
+from pcneuro.engine import Engine, NetworkSpec
+from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
+from pcneuro.paradigms._supervised import (batch_slices, count_errors, epoch_order, mlp, sgd_engine, to_float_images,
+                                           train_epoch)
+from pcneuro.paradigms.target_alignment import GAINS, INITS, init_gain  # spec §1.4 gains, init schemes
 from pcneuro.registry import register
 
 #: spec §7: the depths of fig 3h and the 13 weight learning rates (both rules)
 DEPTHS = (1, 2, 4, 6, 8, 10, 12, 14, 15)
 LEARNING_RATES = (5.0, 1.0, 0.5, 0.1, 0.05, 0.01, 0.005, 1e-3, 5e-4, 1e-4, 5e-5, 1e-5, 5e-6)
-#: exact initialisation gains per activation (spec §1.4; LeakyReLU's deliberately not √2)
-GAINS = {"identity": 1.0, "sigmoid": 1.0, "tanh": 1.6666666666666667, "relu": 1.4142135623730951,
-         "leaky_relu": 0.9999000099990001}
-#: init name -> init_params scheme ("default" is torch's U(±1/√fan_in), without a gain)
-INITS = {"xavier_normal": "xavier_normal", "xavier_uniform": "xavier_uniform", "orthogonal": "orthogonal",
-         "default": "torch"}
 LABELS = {"pc": "PC", "bp": "BP"}
 COLORS = {"pc": "C0", "bp": "C3"}
 N_INPUT, N_CLASSES = 784, 10
@@ -112,17 +108,9 @@ def make_engine(paradigm: type, rule: str, settings: Sequence[Mapping[str, Any]]
     (seed, "init") only, times the activation's gain (§1.4; none for ``init="default"``)."""
     s0 = settings[0]
     spec = network(int(s0["depth"]), int(s0["width"]), s0["activation"])
-    config = TrainConfig(
-        T=int(s0["T"]), loss="sse", record="last",
-        weight_opt=SGD(lr=stack_settings(settings, "lr", dtype)),
-        latent_opt=LatentSGD(lr=stack_settings(settings, "latent_lr", dtype)),
-        lr_decay=stack_settings(settings, "latent_discount", dtype), lr_growth=1.0)
     step_rule = "bp" if not spec.has_value_nodes else rule
-    spec, config = build_rule(step_rule, spec, config)
-    gain = 1.0 if s0["init"] == "default" else GAINS[s0["activation"]]
-    params = init_params(spec, [paradigm.stream_seed(s, "init") for s in seeds], INITS[s0["init"]], scale=gain,
-                         dtype=dtype, device=device)
-    return Engine(spec, config, params)
+    return sgd_engine(paradigm, step_rule, spec, settings, seeds, device, init=INITS[s0["init"]],
+                      scale=init_gain(s0["init"], s0["activation"]), dtype=dtype)
 
 
 def count_errors_finite(y_hat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ import torch
 from pcneuro.engine import Activation, Linear
 from pcneuro.engine.activations import apply as apply_activation
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
-from pcneuro.paradigms._supervised import mlp, sgd_engine
+from pcneuro.paradigms._supervised import mlp, seed_sem, sgd_engine
 from pcneuro.registry import register
 
 Tensor = torch.Tensor
@@ -408,9 +408,6 @@ def _per_env(ds) -> List[Tuple[str, Any]]:
     return [(str(e), ds.sel(env=e)) for e in ds["env"].values]
 
 
-def _sem(da) -> Any:
-    n = da.sizes["seed"]
-    return da.std("seed", ddof=1) / np.sqrt(n) if n > 1 else np.abs(da.mean("seed")) * 0
 
 
 def best_lrs(ds, scalar: str = "mean_running_reward") -> Dict[Tuple[str, str], float]:
@@ -551,7 +548,7 @@ class DQNControl(Paradigm):
                  f"{ds.sizes['seed']} seed(s); * = best lr (highest seed mean); published (fig 4k) below"]
         for env, sub in _per_env(ds):
             lrs = [float(v) for v in sub["lr"].values]
-            mean, sem = sub[scalar].mean("seed"), _sem(sub[scalar])
+            mean, sem = sub[scalar].mean("seed"), seed_sem(sub[scalar])
             rows = [[env, *(f"{lr:g}" for lr in lrs), "best lr"]]
             for rule in (str(r) for r in sub["rule"].values):
                 cells = [LABELS.get(rule, rule)]
@@ -590,13 +587,13 @@ class DQNControl(Paradigm):
                 color, name = f"C{k}", LABELS.get(rule, rule)
                 lr = best[(env, rule)]
                 curve = sub["running_reward"].sel(rule=rule, lr=lr).isel(episode=slice(None, None, every))
-                m, s = curve.mean("seed"), _sem(curve)
+                m, s = curve.mean("seed"), seed_sem(curve)
                 x = curve["episode"].values
                 top.plot(x, m.values, color=color, label=f"{name} (lr {lr:g})")
                 top.fill_between(x, (m - s).values, (m + s).values, color=color, alpha=0.2, linewidth=0)
                 scalar = sub["mean_running_reward"].sel(rule=rule)
                 lrs = sub["lr"].values
-                bottom.errorbar(lrs, scalar.mean("seed").values, yerr=_sem(scalar).values, color=color, marker="o",
+                bottom.errorbar(lrs, scalar.mean("seed").values, yerr=seed_sem(scalar).values, color=color, marker="o",
                                 capsize=3, label=name)
                 pub = PUBLISHED.get(env, {}).get(rule)
                 if pub:

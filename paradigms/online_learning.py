@@ -61,8 +61,8 @@ import xarray as xr
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (MLP32, TrainingLog, epoch_order, lr_table, mlp, sgd_engine, to_float_images,
-                                           train_epoch)
+from pcneuro.paradigms._supervised import (MLP32, TrainingLog, epoch_order, lr_table, mean_sem, mlp, sgd_engine,
+                                           to_float_images, train_epoch)
 from pcneuro.paradigms._supervised import test_error as evaluate_test_error
 from pcneuro.registry import register
 
@@ -298,11 +298,6 @@ def _full_grid(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def _mean_sem(da: xr.DataArray) -> Tuple[xr.DataArray, xr.DataArray]:
-    n = da.sizes["seed"]
-    mean = da.mean("seed")
-    sem = da.std("seed", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(mean)
-    return mean, sem
 
 
 def _lrs(ds: xr.Dataset) -> xr.DataArray:
@@ -318,7 +313,7 @@ def best_per_batch(ds: xr.Dataset, scalar: str = "mean_test_error") -> Dict[str,
     mean, SEM over seeds and lr: ``{rule: {b: {"lr_index", "lr", "mean", "sem"}}}``."""
     da = ds[scalar]
     da = da.mean([d for d in da.dims if d not in ("rule", "seed", "batch_size", "lr_index")])
-    mean, sem = _mean_sem(da)
+    mean, sem = mean_sem(da)
     lrs = _lrs(ds)
     out: Dict[str, Dict[int, Dict[str, Any]]] = {}
     for rule in ds["rule"].values:
@@ -378,7 +373,7 @@ def online_figure(ds: xr.Dataset, path, title: str):
             p4b.plot(sorted(pub), [pub[b] for b in sorted(pub)], color=color, marker="s", markerfacecolor="none",
                      linestyle=":", label=f"{name}, published")
         if sub is not None:
-            m, s = _mean_sem(sub["min_test_error"].sel(rule=rule))
+            m, s = mean_sem(sub["min_test_error"].sel(rule=rule))
             p4c.errorbar(sub["lr"].values, m.values, yerr=s.values, color=color, marker="o", capsize=3, label=name)
             pub = PUBLISHED_4C.get(rule) if b4c == 1 else None
             if pub:
@@ -389,7 +384,7 @@ def online_figure(ds: xr.Dataset, path, title: str):
                 continue
             c = ds["test_error"].sel(rule=rule, batch_size=b, lr_index=best[rule][b]["lr_index"])
             c = c.mean([d for d in c.dims if d not in ("seed", "iteration")])
-            m, s = _mean_sem(c)
+            m, s = mean_sem(c)
             x = ds["iteration"].values
             curves.plot(x, m.values, color=color, linestyle=style, label=f"{name}, b={b} (lr {best[rule][b]['lr']:g})")
             curves.fill_between(x, (m - s).values, (m + s).values, color=color, alpha=0.2, linewidth=0)

@@ -48,8 +48,8 @@ import xarray as xr
 
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (MLP32, TrainingLog, batch_slices, epoch_order, mlp, sgd_engine,
-                                           to_float_images, train_epoch)
+from pcneuro.paradigms._supervised import (MLP32, TrainingLog, batch_slices, epoch_order, mlp, seed_sem,
+                                           sgd_engine, to_float_images, train_epoch)
 from pcneuro.paradigms._supervised import test_error as evaluate_test_error
 from pcneuro.registry import register
 
@@ -181,9 +181,6 @@ class SmallData(Paradigm):
 
 
 # -- best lr per (rule, n): table and figure ------------------------------------------------------------
-def _sem(da: xr.DataArray) -> xr.DataArray:
-    n = da.sizes["seed"]
-    return da.std("seed", ddof=1) / math.sqrt(n) if n > 1 else xr.zeros_like(da.mean("seed"))
 
 
 def _scalar(ds: xr.Dataset) -> xr.DataArray:
@@ -202,7 +199,7 @@ def best_by_n(ds: xr.Dataset) -> xr.Dataset:
     i = ranked.argmin("lr")
     at = da.isel(lr=i).drop_vars("lr")
     return xr.Dataset({"lr": ds["lr"].isel(lr=i).drop_vars("lr", errors="ignore"), "mean": at.mean("seed"),
-                       "sem": _sem(at)})
+                       "sem": seed_sem(at)})
 
 
 def best_lr_table(ds: xr.Dataset) -> str:
@@ -297,7 +294,7 @@ def small_data_figure(ds: xr.Dataset, path, title: str) -> Path:
         ax = fig.add_subplot(grid[j // cols, 1 + j % cols])  # row by row, in increasing n
         for k, rule in enumerate(rules):
             sel = da.sel(rule=rule, n_per_class=n)
-            m, s = sel.mean("seed").values, _sem(sel).values
+            m, s = sel.mean("seed").values, seed_sem(sel).values
             ax.errorbar(lrs, m, yerr=s, color=f"C{k}", marker=".", markersize=4, capsize=2, linewidth=1,
                         label=LABELS.get(rule, rule))
         log_x(ax)

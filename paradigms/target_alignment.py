@@ -118,9 +118,13 @@ def initial_weights(paradigm: type, spec: NetworkSpec, seeds: Sequence[int], ini
                     dtype, device) -> Dict[str, torch.Tensor]:
     """Each run's weights from its seed's own ``"init"`` stream (rule-independent: a paired design),
     ``init`` times the activation's gain (spec §1.4; ``"default"`` has no gain)."""
-    gain = 1.0 if init == "default" else GAINS[activation]
     streams = [paradigm.stream_seed(seed, "init") for seed in seeds]
-    return init_params(spec, streams, INITS[init], scale=gain, dtype=dtype, device=device)
+    return init_params(spec, streams, INITS[init], scale=init_gain(init, activation), dtype=dtype, device=device)
+
+
+def init_gain(init: str, activation: str) -> float:
+    """The factor on ``init``'s draw: the activation's gain (spec §1.4), none for ``"default"``."""
+    return 1.0 if init == "default" else GAINS[activation]
 
 
 def sample_batch(paradigm: type, seeds: Sequence[int], batch: int, width: int, dtype, device):
