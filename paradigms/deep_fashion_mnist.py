@@ -67,6 +67,7 @@ from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
 from pcneuro.paradigms._supervised import (batch_slices, count_errors, epoch_order, mlp, sgd_engine, to_float_images,
                                            train_epoch)
 from pcneuro.paradigms.target_alignment import GAINS, INITS, init_gain  # spec §1.4 gains, init schemes
+from pcneuro.plotting import line_style
 from pcneuro.registry import register
 
 #: spec §7: the depths of fig 3h and the 13 weight learning rates (both rules)
@@ -448,12 +449,13 @@ def depth_figure(ds: xr.Dataset, path, title: str) -> Path:
 
     for j, depth in enumerate(depths):
         ax = fig.add_subplot(bottom[j // cols, j % cols])
-        for rule in rules:
+        for k, rule in enumerate(rules):
             lr = float(best["lr"].sel(rule=rule, depth=depth))
             c = curves.sel(rule=rule, depth=depth, lr=lr)
             m, s = c.mean("seed").values, _sem(c).values
             color = COLORS.get(rule, "C7")
-            ax.plot(epochs, m, color=color, linewidth=1.2, label=f"{LABELS.get(rule, rule)} lr {lr:g}")
+            style, lw = line_style(k)  # at depth 1 PC equals BP: both lines stay visible
+            ax.plot(epochs, m, color=color, linestyle=style, linewidth=lw, label=f"{LABELS.get(rule, rule)} lr {lr:g}")
             ax.fill_between(epochs, m - s, m + s, color=color, alpha=0.2, linewidth=0)
         ax.set_title(f"fig 3f: depth {depth}", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -66,6 +66,7 @@ from pcneuro.engine import Activation, Linear
 from pcneuro.engine.activations import apply as apply_activation
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset, stack_settings
 from pcneuro.paradigms._supervised import mlp, seed_sem, sgd_engine
+from pcneuro.plotting import line_style
 from pcneuro.registry import register
 
 Tensor = torch.Tensor
@@ -589,12 +590,13 @@ class DQNControl(Paradigm):
                 curve = sub["running_reward"].sel(rule=rule, lr=lr).isel(episode=slice(None, None, every))
                 m, s = curve.mean("seed"), seed_sem(curve)
                 x = curve["episode"].values
-                top.plot(x, m.values, color=color, label=f"{name} (lr {lr:g})")
+                style, lw = line_style(k)  # coinciding rules (no learning yet) stay visible
+                top.plot(x, m.values, color=color, linestyle=style, linewidth=lw, label=f"{name} (lr {lr:g})")
                 top.fill_between(x, (m - s).values, (m + s).values, color=color, alpha=0.2, linewidth=0)
                 scalar = sub["mean_running_reward"].sel(rule=rule)
                 lrs = sub["lr"].values
                 bottom.errorbar(lrs, scalar.mean("seed").values, yerr=seed_sem(scalar).values, color=color, marker="o",
-                                capsize=3, label=name)
+                                capsize=3, linestyle=style, linewidth=lw, label=name)
                 pub = PUBLISHED.get(env, {}).get(rule)
                 if pub:
                     xs = sorted(pub)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -406,7 +407,8 @@ def alignment_figure(datasets: Mapping[str, Any], path, title: str = "Target ali
         ax.legend(fontsize=6, loc="lower left")
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=10)
+    width = int(fig.get_figwidth() * 12)  # characters that fit across the figure at this font size
+    fig.suptitle(textwrap.fill(title, width), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
