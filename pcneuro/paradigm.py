@@ -242,6 +242,14 @@ class Paradigm:
         """How many progress ticks ``simulate`` reports per call (e.g. trials)."""
         return 1
 
+    def step_cost(self, settings: Mapping[str, Any]) -> float:
+        """Relative cost of one progress step of one run under ``settings``, compared only between
+        the chunks of one job: it balances the MPI ranks (:func:`pcneuro.runner.chunk_cost`) and
+        nothing else. The default, 1.0, says every setting costs the same per step; a paradigm
+        whose structural settings change the network (depth, width) returns something proportional
+        to the time one step takes, e.g. the number of weight layers."""
+        return 1.0
+
     def bytes_per_run(self, settings: Mapping[str, Any]) -> int:
         """A conservative estimate of the device memory one run of ``simulate`` needs at its peak
         (weights, latents, optimiser state and recorded measures). The runner sizes its chunks

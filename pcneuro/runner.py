@@ -258,14 +258,20 @@ def resolve_chunk_size(cls, runs: Sequence[RunSpec], device: str, comm: Communic
 _ONE_STEP_RULES = ("bp",)
 
 
-def chunk_cost(paradigm: Paradigm, chunk: Sequence[RunSpec]) -> int:
+def chunk_cost(paradigm: Paradigm, chunk: Sequence[RunSpec]) -> float:
     """Estimated cost of simulating ``chunk``, used only to balance the ranks:
-    runs x ``paradigm.n_progress_steps`` (e.g. trials) x T, where T is the ``T`` hyperparameter
-    (inference steps per trial) if the paradigm has one and the rule iterates (every rule but BP),
-    else 1. Launch overheads and the width of the network are left out on purpose."""
+    runs x ``paradigm.n_progress_steps`` (e.g. trials) x T x ``paradigm.step_cost``, where T is the
+    ``T`` hyperparameter (inference steps per trial) if the paradigm has one and the rule iterates
+    (every rule but BP), else 1, and ``step_cost`` the paradigm's relative cost of one step under
+    the chunk's structural settings (1.0 unless the paradigm says otherwise, e.g. per weight layer).
+    Launch overheads are left out on purpose."""
     settings = chunk[0].settings
     steps = "T" in type(paradigm).hyperparameters and chunk[0].rule not in _ONE_STEP_RULES
-    return len(chunk) * int(paradigm.n_progress_steps(settings)) * (int(settings["T"]) if steps else 1)
+    cost = float(paradigm.step_cost(settings))
+    if not (cost >= 0.0 and cost != float("inf")):
+        raise ValueError(f"paradigm {paradigm.name!r}: step_cost returned {cost!r} for {dict(settings)}; "
+                         f"it must be finite and non-negative")
+    return len(chunk) * int(paradigm.n_progress_steps(settings)) * (int(settings["T"]) if steps else 1) * cost
 
 
 @dataclass

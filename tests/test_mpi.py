@@ -51,6 +51,30 @@ def test_chunk_plan_is_whole_programs_whatever_the_ranks():
     assert chunk_cost(paradigm, chunks[2]) == 16 * steps  # BP: one step per trial
 
 
+def test_step_cost_weights_the_chunks_so_deep_networks_are_dealt_evenly():
+    cls = paradigm_class("deep_fashion_mnist")
+    depths = [1, 2, 4, 6, 8, 10, 12, 14, 15]
+    plan = make_plan(cls, preset="quick", settings={"T": 16}, grid={"depth": depths}, rule="pc")
+    chunks = chunk_plan(cls, plan.runs)
+    assert [c[0].settings["depth"] for c in chunks] == depths
+    paradigm = cls()
+    costs = [chunk_cost(paradigm, c) for c in chunks]
+    per_layer = costs[0]  # depth 1: one weight layer
+    assert costs == [pytest.approx(per_layer * d) for d in depths]  # cost grows with the weight layers
+    shares = deal_chunks(costs, 2)
+    loads = [sum(depths[i] for i in share) for share in shares]
+    assert abs(loads[0] - loads[1]) <= 2, (shares, loads)  # 36 layers each, give or take one chunk
+    # without step_cost every depth would cost the same: the split would be 5 chunks against 4
+    # (depths 1+4+8+12+15 = 40 layers against 32)
+
+    class Broken(cls):
+        def step_cost(self, settings):
+            return float("nan")
+
+    with pytest.raises(ValueError, match="step_cost returned nan"):
+        chunk_cost(Broken(), chunks[0])
+
+
 def test_find_mpiexec_prefers_the_one_beside_python(tmp_path, monkeypatch):
     venv_bin, path_bin = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
     for folder in (venv_bin, path_bin):
