@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable, List, Optional, Sequence, TypeVar
 
@@ -35,14 +36,34 @@ class Communicator:
     def gather(self, value: Any) -> Optional[List[Any]]:
         if self.comm is None:
             return [value]
+        self._wait_for_all()
         return self.comm.gather(value, root=0)
 
     def bcast(self, value: Any) -> Any:
-        return value if self.comm is None else self.comm.bcast(value, root=0)
+        if self.comm is None:
+            return value
+        self._wait_for_all()
+        return self.comm.bcast(value, root=0)
 
     def barrier(self) -> None:
         if self.comm is not None:
-            self.comm.Barrier()
+            self._wait_for_all()
+
+    def _wait_for_all(self, longest_nap: float = 0.05) -> None:
+        """Return once every rank has arrived, sleeping meanwhile. MPI's blocking collectives poll:
+        a rank that finished its share early (or waits while rank 0 prepares data or writes) would
+        burn a whole core until the last rank arrives, taking it from other work on the node (seen
+        with mpich: 6 CPU-s spent in an 8 s wait). A non-blocking barrier tested with naps from 1 ms
+        up to ``longest_nap`` costs nothing measurable and at most that much latency."""
+        if self.size == 1 or not hasattr(self.comm, "Ibarrier"):
+            if self.comm is not None:
+                self.comm.Barrier()
+            return
+        request = self.comm.Ibarrier()
+        nap = 0.001
+        while not request.Test():
+            time.sleep(nap)
+            nap = min(2 * nap, longest_nap)
 
     def abort(self, code: int = 1) -> None:
         if self.comm is not None and self.size > 1:

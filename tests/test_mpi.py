@@ -150,3 +150,36 @@ def test_fit_under_two_ranks_equals_one_process(tmp_path):
         for name in a.data_vars:
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         assert a.attrs["fit_report"] == b.attrs["fit_report"]
+
+
+WAITING_RANK = """
+import json, sys, time
+from pcneuro.distributed import world
+comm = world()
+if comm.rank == 1:
+    time.sleep(3.0)  # a rank still busy with its share
+start = time.process_time()
+got = comm.gather(comm.rank * 10)
+word = comm.bcast("done" if comm.is_root else None)
+comm.barrier()
+if comm.is_root:
+    print(json.dumps({"gathered": got, "word": word, "cpu": time.process_time() - start}))
+"""
+
+
+def test_a_rank_waiting_for_the_others_sleeps_instead_of_spinning(tmp_path):
+    """MPI's blocking collectives poll: rank 0, done early, would burn a core for the 3 s rank 1 is
+    busy (mpich: about 2 CPU-s of every 3). The Communicator waits on a non-blocking barrier with naps."""
+    import subprocess
+
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        pytest.fail("mpiexec not found next to the running Python or on PATH: pip install mpi4py mpich")
+    script = tmp_path / "waiting_rank.py"
+    script.write_text(WAITING_RANK)
+    res = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["gathered"] == [0, 10] and out["word"] == "done"
+    assert out["cpu"] < 0.5, f"rank 0 spent {out['cpu']:.2f} CPU-s waiting 3 s for rank 1"
