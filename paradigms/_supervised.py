@@ -28,12 +28,14 @@ Tensor = torch.Tensor
 def count_errors(y_hat: Tensor, labels: Tensor) -> Tensor:
     """Errors per run in one batch: ``y_hat`` [R, B, K], ``labels`` [B] or [R, B] → [R] (int64).
 
-    Correct iff the target unit is the only unit at the row maximum; ties and NaN rows are wrong."""
+    Correct iff the row is finite and the target unit is the only unit at its maximum: ties and rows
+    with any NaN or inf are wrong, so a diverged run scores 1.0 (a unique +inf at the label is not
+    a right answer)."""
     top = y_hat.amax(dim=-1, keepdim=True)
     at_top = y_hat == top  # a NaN row has no unit at its (NaN) maximum
     lab = labels.expand(y_hat.shape[:-1]) if labels.ndim == 1 else labels
     hit = at_top.gather(-1, lab.unsqueeze(-1)).squeeze(-1)
-    correct = hit & (at_top.sum(-1) == 1)
+    correct = hit & (at_top.sum(-1) == 1) & torch.isfinite(y_hat).all(dim=-1)
     return (~correct).sum(-1)
 
 

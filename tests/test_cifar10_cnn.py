@@ -32,6 +32,9 @@ def test_errors_count_ties_and_nan_rows():
     assert count_errors(y_hat, labels).tolist() == [3]  # only the first row is right
     per_run = torch.stack([y_hat[0], y_hat[0]])
     assert count_errors(per_run, torch.stack([labels, torch.tensor([1, 1, 1, 1])])).tolist() == [3, 2]
+    inf = float("inf")  # a diverged net's unique +inf (or a -inf elsewhere) at the label is no right answer
+    assert count_errors(torch.tensor([[[0.0, inf, 1.0], [-inf, 2.0, 1.0], [0.0, 2.0, 1.0]]]),
+                        torch.tensor([1, 1, 1])).tolist() == [2]
 
 
 def test_subsets_are_balanced_paired_and_reshuffled():
