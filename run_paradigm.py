@@ -2,7 +2,7 @@
 """Simulate a registered pcneuro paradigm: ``python run_paradigm.py --help``."""
 import sys
 
-from pcneuro.cli import main
+from pcneuro.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -22,7 +22,6 @@ epochs; with --batch 50 the batches are 4x smaller than the protocol's).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
+from pcneuro.cpu_memory import keep_freed_memory
 from pcneuro.engine import (Activation, Adam, Conv2d, Engine, Flatten, LatentSGD, Linear, NetworkSpec, TrainConfig,
                             build_rule, init_params)
 
@@ -134,13 +134,10 @@ def profile(rule: str, n_runs: int, batch: int, device, record: str, rows: int) 
 
 
 def keep_heap() -> None:
-    """glibc only: serve large blocks from the heap and never trim it. By default glibc maps blocks
-    above 32 MiB (stacked [R, 512, 8192] tensors from R = 2 on) afresh with mmap and returns them on
-    free, so every new tensor of that size page-faults (zeroed by the kernel)."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)):
-        raise RuntimeError("mallopt failed")
+    """glibc only: serve large blocks from the heap and never trim it (:mod:`pcneuro.cpu_memory`,
+    which the runner applies to every CPU run; this script leaves it off unless asked, to compare)."""
+    if not keep_freed_memory():
+        raise RuntimeError("mallopt failed (not glibc, or PCNEURO_MALLOPT=0)")
 
 
 def main() -> None:

@@ -185,6 +185,16 @@ def summary_text(ds) -> str:
     return "\n".join([title, fmt(header), *(fmt(r) for r in cells)])
 
 
+def console_main() -> int:
+    """``run_paradigm.py`` and ``run-paradigm``: :func:`main` in a process of its own, which first
+    keeps freed memory in the heap for the CPU's big stacked tensors (:mod:`pcneuro.cpu_memory`; a
+    process-wide allocator setting, so in-process callers of :func:`main` do not get it)."""
+    from .cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; process-wide switches it sets (``--no-cuda-graphs``) end with it."""
     from .engine.capture import ENV_SWITCH
