@@ -256,22 +256,28 @@ def resolve_chunk_size(cls, runs: Sequence[RunSpec], device: str, comm: Communic
 
 #: rules whose engine program makes one step per batch whatever T is (``build_rule`` sets T=1)
 _ONE_STEP_RULES = ("bp",)
+#: what one progress step costs besides its T inference steps, in inference steps: the feed-forward
+#: pass, the weight update and the paradigm's own work (tests, bookkeeping). Measured on the paper
+#: grids: a BP chunk took 1/4.3 of the PC chunk's time at T = 64 (small_data) and about 1/20 at
+#: T = 128 (deep_fashion_mnist), not 1/64 and 1/128
+BATCH_OVERHEAD_STEPS = 8
 
 
 def chunk_cost(paradigm: Paradigm, chunk: Sequence[RunSpec]) -> float:
     """Estimated cost of simulating ``chunk``, used only to balance the ranks:
-    runs x ``paradigm.n_progress_steps`` (e.g. trials) x T x ``paradigm.step_cost``, where T is the
-    ``T`` hyperparameter (inference steps per trial) if the paradigm has one and the rule iterates
-    (every rule but BP), else 1, and ``step_cost`` the paradigm's relative cost of one step under
-    the chunk's structural settings (1.0 unless the paradigm says otherwise, e.g. per weight layer).
-    Launch overheads are left out on purpose."""
+    runs x ``paradigm.n_progress_steps`` (e.g. trials) x (T + :data:`BATCH_OVERHEAD_STEPS`) x
+    ``paradigm.step_cost``, where T is the ``T`` hyperparameter (inference steps per trial) if the
+    paradigm has one and the rule iterates (every rule but BP), else 1, and ``step_cost`` the
+    paradigm's relative cost of one step under the chunk's structural settings (1.0 unless the
+    paradigm says otherwise, e.g. per weight layer)."""
     settings = chunk[0].settings
     steps = "T" in type(paradigm).hyperparameters and chunk[0].rule not in _ONE_STEP_RULES
     cost = float(paradigm.step_cost(settings))
     if not (cost >= 0.0 and cost != float("inf")):
         raise ValueError(f"paradigm {paradigm.name!r}: step_cost returned {cost!r} for {dict(settings)}; "
                          f"it must be finite and non-negative")
-    return len(chunk) * int(paradigm.n_progress_steps(settings)) * (int(settings["T"]) if steps else 1) * cost
+    inference = int(settings["T"]) if steps else 1
+    return len(chunk) * int(paradigm.n_progress_steps(settings)) * (inference + BATCH_OVERHEAD_STEPS) * cost
 
 
 @dataclass

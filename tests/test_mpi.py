@@ -10,7 +10,7 @@ import xarray as xr
 from conftest import find_mpiexec, run_cli
 from pcneuro.distributed import deal_chunks
 from pcneuro.registry import paradigm_class
-from pcneuro.runner import chunk_cost, chunk_plan, make_plan
+from pcneuro.runner import BATCH_OVERHEAD_STEPS, chunk_cost, chunk_plan, make_plan
 
 
 def test_deal_chunks_gives_each_chunk_to_one_rank_longest_first():
@@ -47,8 +47,9 @@ def test_chunk_plan_is_whole_programs_whatever_the_ranks():
         chunk_plan(cls, plan.runs, max_runs=0)
     paradigm = cls()
     steps = paradigm.n_progress_steps(plan.runs[0].settings)
-    assert chunk_cost(paradigm, chunks[0]) == 16 * steps * plan.settings["T"]  # PC: T inference steps
-    assert chunk_cost(paradigm, chunks[2]) == 16 * steps  # BP: one step per trial
+    extra = BATCH_OVERHEAD_STEPS  # a trial's feed-forward pass, weight update and bookkeeping
+    assert chunk_cost(paradigm, chunks[0]) == 16 * steps * (plan.settings["T"] + extra)  # PC: T inference steps
+    assert chunk_cost(paradigm, chunks[2]) == 16 * steps * (1 + extra)  # BP: one step per trial
 
 
 def test_step_cost_weights_the_chunks_so_deep_networks_are_dealt_evenly():
