@@ -371,8 +371,6 @@ class ConceptDrift(Paradigm):
 
 
 # -- the figure (4g and 4f) ------------------------------------------------------------------------------
-
-
 def drift_figure(ds: xr.Dataset, path, title: str) -> Path:
     """Three panels: 4g (mean test error vs lr, mean ± SEM over seeds, published values as open
     markers), 4f (test error per iteration at lr 0.01, or the grid's nearest lr) and the weight norm

@@ -260,8 +260,6 @@ class ContinualLearning(Paradigm):
         return continual_figure(ds, path, f"{cls.title} ({cls.figure})")
 
 
-
-
 def continual_figure(ds, path, title: str) -> Path:
     """Fig 4e (left: the per-run mean test error vs lr per rule, mean ± SEM over seeds, published values
     as open markers) and fig 4d (one panel per rule: both tasks' test error over the scored iterations

@@ -64,7 +64,7 @@ import xarray as xr
 from pcneuro.datasets.images import balanced_subset, load_fashion_mnist
 from pcneuro.engine import Engine, NetworkSpec
 from pcneuro.paradigm import Hyper, Measure, Paradigm, Preset
-from pcneuro.paradigms._supervised import (batch_slices, count_errors, epoch_order, mlp, sgd_engine, to_float_images,
+from pcneuro.paradigms._supervised import (batch_slices, epoch_order, mlp, sgd_engine, test_error, to_float_images,
                                            train_epoch)
 from pcneuro.paradigms.target_alignment import GAINS, INITS, init_gain  # spec §1.4 gains, init schemes
 from pcneuro.plotting import line_style
@@ -114,29 +114,9 @@ def make_engine(paradigm: type, rule: str, settings: Sequence[Mapping[str, Any]]
                       scale=init_gain(s0["init"], s0["activation"]), dtype=dtype)
 
 
-def count_errors_finite(y_hat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Errors per run in one batch, ``y_hat`` [R, B, K] → [R] (spec §2): a sample is correct only if its
-    output row is finite, its maximum unique and at the label. A row with any inf or NaN is an error,
-    so a diverged run scores 1.0 (:func:`~pcneuro.paradigms._supervised.count_errors`, the benchmarks'
-    shared metric)."""
-    return count_errors(y_hat, labels)
-
-
-def feedforward_test_error(engine: Engine, images: torch.Tensor, labels: torch.Tensor, batch: int,
-                           to_input) -> torch.Tensor:
-    """Feedforward test error per run [R] (a device tensor; no host reads) over a test set shared by
-    all runs: ``images`` [N, 784] as stored (uint8), ``to_input`` maps a slice to the network's input."""
-    wrong = torch.zeros(engine.n_runs, dtype=torch.long, device=labels.device)
-    n = images.shape[0]
-    for start in range(0, n, batch):
-        wrong += count_errors_finite(engine.forward(to_input(images[start:start + batch])),
-                                     labels[start:start + batch])
-    return wrong.to(engine.dtype) / n
-
-
-def area_under_curve(test_error: torch.Tensor) -> torch.Tensor:
+def area_under_curve(curves: torch.Tensor) -> torch.Tensor:
     """AUC of test-error curves (spec §2): the mean over the last (epoch) axis, e.g. [R, K] → [R]."""
-    return test_error.mean(dim=-1)
+    return curves.mean(dim=-1)
 
 
 # -- the paradigm ----------------------------------------------------------------------------------------
@@ -284,7 +264,7 @@ class DeepFashionMNIST(Paradigm):
             total = train_epoch(engine, x_train, order, batch, targets, as_input, progress)
             diverged |= ~torch.isfinite(total)
             losses.append(total / n_train)
-            errors.append(feedforward_test_error(engine, x_test, y_test, TEST_BATCH, as_input))
+            errors.append(test_error(engine, x_test, y_test, TEST_BATCH, as_input))
             self.save_state({"engine": engine.state_dict(), "shuffles": [g.get_state() for g in shuffles],
                              "epoch": epoch + 1, "errors": errors, "losses": losses, "diverged": diverged})
         curves = torch.stack(errors, dim=1)  # [R, epochs]
@@ -475,5 +455,5 @@ def depth_figure(ds: xr.Dataset, path, title: str) -> Path:
 
 
 __all__ = ["DeepFashionMNIST", "DEPTHS", "LEARNING_RATES", "GAINS", "PUBLISHED_AUC", "PUBLISHED_LR_PROFILE",
-           "network", "make_engine", "count_errors_finite", "feedforward_test_error", "area_under_curve",
+           "network", "make_engine", "area_under_curve",
            "best_by_depth", "best_lr_table", "lr_grid_table", "depth_figure"]

@@ -409,8 +409,6 @@ def _per_env(ds) -> List[Tuple[str, Any]]:
     return [(str(e), ds.sel(env=e)) for e in ds["env"].values]
 
 
-
-
 def best_lrs(ds, scalar: str = "mean_running_reward") -> Dict[Tuple[str, str], float]:
     """Per (environment, rule), the lr with the highest across-seed mean of ``scalar``."""
     out = {}

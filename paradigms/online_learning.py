@@ -298,8 +298,6 @@ def _full_grid(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-
-
 def _lrs(ds: xr.Dataset) -> xr.DataArray:
     """The lr of each (batch_size, lr_index) slot (NaN: empty), from the runs' ``learning_rate``."""
     lr = ds["learning_rate"].isel(rule=0, seed=0)

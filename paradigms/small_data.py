@@ -181,8 +181,6 @@ class SmallData(Paradigm):
 
 
 # -- best lr per (rule, n): table and figure ------------------------------------------------------------
-
-
 def _scalar(ds: xr.Dataset) -> xr.DataArray:
     """min_test_error with dims (rule, seed, n_per_class, lr): other grid axes averaged."""
     da = ds["min_test_error"]
