@@ -314,8 +314,7 @@ class FusedSweep:
         if not isinstance(x_runs, list):
             x_runs.addcmul_(eta_b, P.view(x_runs.shape), value=-1)
         else:
-            for x, e, g in zip(x_runs, eta_b, P.split([x.numel() for x in x_runs])):
-                x.addcmul_(e, g.view(x.shape), value=-1)
+            self._step_per_node(eta_b)
 
     def run(self, n: int, eta: Tensor, eta_b, growth: Tensor, decay: Tensor, F_prev: Optional[Tensor]):
         """``n`` plain steps (forward, latent step, and with ``F_prev`` given the latent-rate rule:
