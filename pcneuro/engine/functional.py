@@ -26,13 +26,9 @@ from torch.func import grad_and_value, vjp, vmap
 from .closed_form import Evaluation, active_penalty, on_device
 from .config import host_values
 from .network import NetworkSpec, apply_layers, is_shared_input
+from .optim import _bcast
 
 Tensor = torch.Tensor
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    """An [R] tensor shaped to broadcast against [R, ...]."""
-    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
 def _loss_one_run(y_hat: Tensor, y: Tensor, loss: str, mask: Optional[Tensor] = None) -> Tensor:
