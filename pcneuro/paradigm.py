@@ -70,6 +70,11 @@ class Hyper:
         return v
 
 
+#: the name of a paradigm's own divergence flag: a boolean measure (one value per run) that the
+#: runner's divergence warning counts beside non-finite values
+DIVERGED = "diverged"
+
+
 @dataclass(frozen=True)
 class Measure:
     """A recorded quantity: its paradigm dims (after the run axis), meaning and units.

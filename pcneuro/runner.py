@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .distributed import Communicator, deal_chunks, guarded, on_root, world
-from .paradigm import MidRunState, Paradigm
+from .paradigm import DIVERGED, MidRunState, Paradigm
 from .registry import paradigm_class
 from .testing import check_simulate_output
 
@@ -537,6 +537,30 @@ def run(paradigm: Union[str, type], *, rule: Union[str, Sequence[str]] = "all",
                     deterministic, command, comm, chunk, resume)
 
 
+def divergence_warning(cls, arrays: Mapping[str, np.ndarray], n_lead: int, n_runs: int) -> Optional[str]:
+    """One line on the runs that diverged, or None: a run counts once, whether a measure of it is
+    non-finite (NaN ignored in ``nan_is_empty`` measures) or the paradigm flagged it in its boolean
+    :data:`~pcneuro.paradigm.DIVERGED` measure; ``n_lead`` = the run dims (rule, seed, grid axes)."""
+    runs_bad, reasons = None, []
+    for name, values in arrays.items():
+        values = np.asarray(values)
+        flag = name == DIVERGED and values.dtype == np.bool_
+        if flag:
+            bad = values
+        elif cls.measures[name].nan_is_empty:
+            bad = np.isinf(values)  # NaN is an empty cell there, not divergence
+        else:
+            bad = ~np.isfinite(values)
+        per_run = bad.reshape(*bad.shape[:n_lead], -1).any(-1)
+        if per_run.any():
+            reasons.append(f"flagged in '{name}'" if flag else f"non-finite {name}")
+            runs_bad = per_run if runs_bad is None else runs_bad | per_run
+    if runs_bad is None:
+        return None
+    return (f"{int(runs_bad.sum())} of {n_runs} runs diverged ({', '.join(reasons)}); "
+            "kept as data in the results")
+
+
 def _run(paradigm, rule, seeds, preset, settings, grid, device, out, write, figure, quiet, deterministic,
          command, comm, chunk, resume):
     """:func:`run` inside its data options."""
@@ -581,15 +605,9 @@ def _run(paradigm, rule, seeds, preset, settings, grid, device, out, write, figu
         **distribution.attrs(),
     }
     ds = results.build_dataset(plan, arrays, meta)
-    for name, values in arrays.items():
-        if cls.measures[name].nan_is_empty:
-            values = np.where(np.isnan(values), 0.0, values)  # NaN is an empty cell there, not divergence
-        bad = ~np.isfinite(values)
-        if bad.any():
-            n_lead = 2 + len(plan.grid)
-            runs_bad = int(bad.reshape(*bad.shape[:n_lead], -1).any(-1).sum())
-            sys.stderr.write(f"pcneuro: warning: {runs_bad} of {len(plan.runs)} runs diverged "
-                             f"(non-finite {name}); kept as NaN/inf in the results\n")
+    warning = divergence_warning(cls, arrays, n_lead=2 + len(plan.grid), n_runs=len(plan.runs))
+    if warning:
+        sys.stderr.write(f"pcneuro: warning: {warning}\n")
     if write:
         results.write_netcdf(ds, path)
         ds.encoding["source"] = str(path)

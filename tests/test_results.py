@@ -122,3 +122,42 @@ def test_coinciding_curves_stay_visible_and_are_named(monkeypatch, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(captured["fig"])
+
+
+def test_divergence_warning_counts_each_run_once_flagged_or_non_finite():
+    """A run counts once whether a measure of it is non-finite or the paradigm flagged it in its
+    boolean ``diverged`` measure; NaN in a ``nan_is_empty`` measure is an empty cell (dqn_control's
+    TD loss before its buffer fills, or after a NaN divergence the flag records), inf is not."""
+    from types import SimpleNamespace
+
+    from pcneuro.paradigm import Measure
+    from pcneuro.runner import divergence_warning
+
+    cls = SimpleNamespace(measures={"loss": Measure(("episode",), "TD loss", nan_is_empty=True),
+                                    "reward": Measure(("episode",), "reward"),
+                                    "diverged": Measure((), "flag")})
+    shape = (2, 3, 2)  # rule, seed, one grid axis: 12 runs
+    loss, reward = np.zeros(shape + (4,)), np.ones(shape + (4,))
+    flag = np.zeros(shape, dtype=bool)
+    loss[0, 0, 0, :2] = np.nan  # empty cells only: not a divergence
+    assert divergence_warning(cls, {"loss": loss, "reward": reward, "diverged": flag}, 3, 12) is None
+    loss[1, 2, 1, 3] = np.nan  # a NaN divergence, seen only through the flag
+    flag[1, 2, 1] = flag[1, 0, 0] = True
+    loss[1, 0, 0, 3] = np.inf  # the same run again: counted once
+    reward[0, 1, 1, 2] = np.nan  # a third run, non-finite in a measure without empty cells
+    line = divergence_warning(cls, {"loss": loss, "reward": reward, "diverged": flag}, 3, 12)
+    assert line == ("3 of 12 runs diverged (non-finite loss, non-finite reward, flagged in 'diverged'); "
+                    "kept as data in the results")
+
+
+def test_a_diverging_grid_finishes_with_one_warning_line(tmp_path, capfd):
+    """small_data at lr 1000 diverges under BP: the grid completes, the runs are flagged and kept,
+    and stderr says so in one line."""
+    ds = pcneuro.run("small_data", preset="quick", rule="bp", grid={"lr": [0.01, 1000.0]},
+                     out=tmp_path / "sd.nc", figure=False, quiet=True)
+    diverged = ds["diverged"].sel(lr=1000.0)
+    assert int(ds["diverged"].sum()) == int(diverged.sum()) >= 1
+    assert np.isfinite(ds["min_test_error"]).all()  # diverged runs are recorded (error 1.0 once diverged)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "warning" in line]
+    assert lines == [f"pcneuro: warning: {int(diverged.sum())} of 8 runs diverged "
+                     "(non-finite train_loss, flagged in 'diverged'); kept as data in the results"]
